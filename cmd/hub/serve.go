@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hubproject/hub/hub/node"
+)
+
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	cfgPath := fs.String("config", "configs/hub.yaml", "configuration file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := node.Load(*cfgPath)
+	if err != nil {
+		return fmt.Errorf("%s:\n%w", *cfgPath, err)
+	}
+	log := newLogger(cfg.Log, stderr)
+	n := node.New(cfg, node.WithLogger(log))
+	start := time.Now()
+	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	err = n.Start(startCtx)
+	cancel()
+	if err != nil {
+		log.Error().Err(err).Msg("hub failed to start")
+		return fmt.Errorf("start: %w", err)
+	}
+	ev := log.Info().Str("version", version).Int64("startup_ms", time.Since(start).Milliseconds())
+	if u := n.NATSURL(); u != "" {
+		ev = ev.Str("nats", u)
+	} else {
+		ev = ev.Str("nats", "in-process only")
+	}
+	if u := n.HTTPURL(); u != "" {
+		ev = ev.Str("http", u)
+	}
+	ev.Str("store_dir", cfg.NATS.StoreDir).Msg("hub is ready")
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("signal received, shutting down")
+	case serveErr = <-n.HTTPDone():
+		log.Error().Err(serveErr).Msg("http server stopped")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownBudget(cfg))
+	defer cancel()
+	if err := n.Shutdown(sctx); err != nil {
+		return err
+	}
+	log.Info().Msg("hub stopped")
+	return serveErr
+}
+
+// shutdownBudget is the total time a graceful stop may take.
+func shutdownBudget(cfg node.Config) time.Duration {
+	return 60 * time.Second
+}

@@ -1,0 +1,230 @@
+// Package embedded runs the nats-server with JetStream inside the hub
+// process. The hub's own clients connect in-process (nats.InProcessServer),
+// so they never touch TCP; outside clients use the listen address.
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+)
+
+// Sync says when JetStream file writes reach the disk.
+const (
+	// SyncDefault flushes on the server's interval (2 minutes): fast, but a
+	// power loss can lose acknowledged writes from the last interval.
+	SyncDefault = "default"
+	// SyncAlways fsyncs every write before acknowledging it.
+	SyncAlways = "always"
+)
+
+// Options configures the embedded server.
+type Options struct {
+	// Listen is the client address ("127.0.0.1:4222", port 0 or -1 for a
+	// random port); empty means in-process only, no TCP listener.
+	Listen string
+	// StoreDir holds the JetStream file store.
+	StoreDir string
+	// Sync is SyncDefault or SyncAlways.
+	Sync string
+	// MaxMemory and MaxStore cap JetStream's memory and file storage
+	// (0: server default, which is a share of the machine).
+	MaxMemory int64
+	MaxStore  int64
+	// MaxPayload is the largest message the server accepts (0: 1 MiB).
+	MaxPayload int32
+	// ServerName names the node (default "hub").
+	ServerName string
+	// ReadyTimeout bounds the wait for the server to accept clients (default 10s).
+	ReadyTimeout time.Duration
+	// Logger receives the server's log lines (nil: silent).
+	Logger *zerolog.Logger
+	// Configure, if set, can adjust the server options before start
+	// (cluster routes, TLS, auth).
+	Configure func(*server.Options) error
+}
+
+// Server is a running embedded nats-server.
+type Server struct {
+	ns   *server.Server
+	opts Options
+}
+
+// Start starts the server and waits until it accepts clients and JetStream
+// is ready.
+func Start(ctx context.Context, o Options) (*Server, error) {
+	if o.StoreDir == "" {
+		return nil, errors.New("embedded: store dir is required")
+	}
+	if o.Sync == "" {
+		o.Sync = SyncDefault
+	}
+	if o.Sync != SyncDefault && o.Sync != SyncAlways {
+		return nil, fmt.Errorf("embedded: sync must be %q or %q, not %q", SyncDefault, SyncAlways, o.Sync)
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 10 * time.Second
+	}
+	if o.ServerName == "" {
+		o.ServerName = "hub"
+	}
+	storeDir, err := filepath.Abs(o.StoreDir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: store dir: %w", err)
+	}
+	if err := os.MkdirAll(storeDir, 0o750); err != nil {
+		return nil, fmt.Errorf("embedded: create store dir: %w", err)
+	}
+	so := &server.Options{
+		ServerName:         o.ServerName,
+		JetStream:          true,
+		StoreDir:           storeDir,
+		JetStreamMaxMemory: o.MaxMemory,
+		JetStreamMaxStore:  o.MaxStore,
+		MaxPayload:         o.MaxPayload,
+		NoSigs:             true, // the hub owns signal handling
+		NoSystemAccount:    false,
+	}
+	if o.MaxMemory == 0 {
+		so.JetStreamMaxMemory = 256 << 20
+	}
+	if o.Sync == SyncAlways {
+		so.SyncAlways = true
+	}
+	if o.Listen == "" {
+		so.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: listen %q: %w", o.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: listen port %q: %w", port, err)
+		}
+		if p == 0 {
+			p = server.RANDOM_PORT
+		}
+		so.Host, so.Port = host, p
+	}
+	if o.Configure != nil {
+		if err := o.Configure(so); err != nil {
+			return nil, fmt.Errorf("embedded: configure: %w", err)
+		}
+	}
+	ns, err := server.NewServer(so)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	if o.Logger != nil {
+		ns.SetLoggerV2(&natsLogger{l: o.Logger.With().Str("component", "nats").Logger()}, false, false, false)
+	}
+	ns.Start()
+	deadline := o.ReadyTimeout
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < deadline {
+		deadline = time.Until(d)
+	}
+	if !ns.ReadyForConnections(deadline) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("embedded: server not ready after %s (is %s in use?)", deadline, o.Listen)
+	}
+	s := &Server{ns: ns, opts: o}
+	// JetStream finishes recovering streams before it answers; wait for it
+	// so the first stream call after Start does not race recovery.
+	if err := s.waitJetStream(ctx, deadline); err != nil {
+		s.shutdownNow()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) waitJetStream(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for !s.ns.JetStreamEnabled() || !s.ns.JetStreamIsCurrent() {
+		if time.Now().After(deadline) {
+			return errors.New("embedded: JetStream did not become ready")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// ClientURL is the URL outside clients use ("" when in-process only).
+func (s *Server) ClientURL() string {
+	if s.opts.Listen == "" {
+		return ""
+	}
+	return s.ns.ClientURL()
+}
+
+// Addr is the TCP address the server listens on (nil when in-process only).
+func (s *Server) Addr() net.Addr {
+	if s.opts.Listen == "" {
+		return nil
+	}
+	return s.ns.Addr()
+}
+
+// NATSServer exposes the underlying server for tests and advanced wiring.
+func (s *Server) NATSServer() *server.Server { return s.ns }
+
+// Connect returns an in-process client connection: no TCP, no loopback
+// round trips. Options are applied after the in-process one.
+func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{
+		nats.InProcessServer(s.ns),
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+	}, opts...)
+	nc, err := nats.Connect("", all...)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: in-process connect: %w", err)
+	}
+	return nc, nil
+}
+
+// Shutdown stops the server, waiting until it has flushed and closed its
+// stores or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.shutdownNow()
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("embedded: shutdown: %w", ctx.Err())
+	}
+}
+
+func (s *Server) shutdownNow() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// natsLogger adapts the server's logger to zerolog. Notices are debug: the
+// hub logs what an operator needs itself.
+type natsLogger struct{ l zerolog.Logger }
+
+func (n *natsLogger) Noticef(format string, v ...any) { n.l.Debug().Msgf(format, v...) }
+func (n *natsLogger) Warnf(format string, v ...any)   { n.l.Warn().Msgf(format, v...) }
+func (n *natsLogger) Fatalf(format string, v ...any)  { n.l.Error().Msgf(format, v...) }
+func (n *natsLogger) Errorf(format string, v ...any)  { n.l.Error().Msgf(format, v...) }
+func (n *natsLogger) Debugf(format string, v ...any)  { n.l.Trace().Msgf(format, v...) }
+func (n *natsLogger) Tracef(format string, v ...any)  { n.l.Trace().Msgf(format, v...) }

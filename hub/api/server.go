@@ -1,0 +1,165 @@
+// Package api is the hub's HTTP API: event intake, health, and the routes
+// other packages mount (DLQ, gather, subscriptions). Errors are RFC 9457
+// application/problem+json bodies that name the field and the reason.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/hubproject/hub/config"
+	"github.com/hubproject/hub/hub"
+	"github.com/hubproject/hub/publisher"
+)
+
+// Config configures the HTTP listener.
+type Config struct {
+	// Listen is host:port; empty disables the HTTP API.
+	Listen string `yaml:"listen" validate:"omitempty,hostname_port"`
+	// MaxBodySize caps a request body (a batch); one event is also held to
+	// events.max_event_size.
+	MaxBodySize       config.ByteSize `yaml:"max_body_size" validate:"gt=0"`
+	ReadHeaderTimeout config.Duration `yaml:"read_header_timeout" validate:"gt=0"`
+	ReadTimeout       config.Duration `yaml:"read_timeout" validate:"gt=0"`
+	WriteTimeout      config.Duration `yaml:"write_timeout" validate:"gt=0"`
+	IdleTimeout       config.Duration `yaml:"idle_timeout" validate:"gt=0"`
+	MaxHeaderBytes    config.ByteSize `yaml:"max_header_bytes" validate:"gt=0"`
+}
+
+// DefaultConfig returns the defaults written in configs/hub.yaml.
+func DefaultConfig() Config {
+	return Config{
+		Listen:            "127.0.0.1:8080",
+		MaxBodySize:       8 << 20,
+		ReadHeaderTimeout: config.Duration(5 * time.Second),
+		ReadTimeout:       config.Duration(30 * time.Second),
+		WriteTimeout:      config.Duration(60 * time.Second),
+		IdleTimeout:       config.Duration(120 * time.Second),
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// Server serves the HTTP API.
+type Server struct {
+	cfg    Config
+	events hub.EventsConfig
+	js     jetstream.JetStream
+	pub    *publisher.Publisher
+	log    zerolog.Logger
+	mux    *http.ServeMux
+	srv    *http.Server
+	now    func() time.Time
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithLogger sets the logger.
+func WithLogger(l zerolog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// New returns a Server publishing through js.
+func New(cfg Config, events hub.EventsConfig, js jetstream.JetStream, opts ...Option) (*Server, error) {
+	s := &Server{cfg: cfg, events: events, js: js, log: zerolog.Nop(), mux: http.NewServeMux(), now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	pub, err := publisher.New(js.Conn(), publisher.WithSource("hub/http"), publisher.WithMaxEventSize(int(events.MaxEventSize)))
+	if err != nil {
+		return nil, err
+	}
+	s.pub = pub
+	s.mux.HandleFunc("POST /v1/events", s.postEvents)
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	return s, nil
+}
+
+// Handle mounts another handler (DLQ, gather, subscriptions).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Handler is the API as an http.Handler, for tests and embedding.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		// Not found and method-not-allowed still answer as problems.
+		rec := &statusCapture{ResponseWriter: w}
+		h.ServeHTTP(discardBody{rec}, r)
+		status := rec.status
+		if status == 0 {
+			status = http.StatusNotFound
+		}
+		Error(w, status, fmt.Sprintf("%s %s: %s", r.Method, r.URL.Path, http.StatusText(status)))
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+// Listen binds the configured address; Serve then serves on it. Split so the
+// caller can print the bound address before serving.
+func (s *Server) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("http listen %s: %w", s.cfg.Listen, err)
+	}
+	return ln, nil
+}
+
+// Serve serves until Shutdown; it returns nil after a clean shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout.D(),
+		ReadTimeout:       s.cfg.ReadTimeout.D(),
+		WriteTimeout:      s.cfg.WriteTimeout.D(),
+		IdleTimeout:       s.cfg.IdleTimeout.D(),
+		MaxHeaderBytes:    int(s.cfg.MaxHeaderBytes),
+		ErrorLog:          nil,
+	}
+	if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops accepting requests and waits for in-flight ones.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.Shutdown(ctx)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := s.js.Stream(ctx, hub.EventsStream); err != nil {
+		RetryLater(w, http.StatusServiceUnavailable, time.Second, "JetStream is not ready: "+err.Error())
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+type statusCapture struct {
+	http.ResponseWriter
+	status int
+}
+
+func (c *statusCapture) WriteHeader(code int) { c.status = code }
+
+// discardBody swallows the default handler's text body; we write a problem.
+type discardBody struct{ *statusCapture }
+
+func (d discardBody) Write(b []byte) (int, error) { return len(b), nil }

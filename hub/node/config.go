@@ -1,0 +1,122 @@
+// Package node wires a whole hub from one Config: the embedded (or
+// external) NATS server, streams, router, dispatcher, channels and the HTTP
+// API, with an ordered shutdown. cmd/hub serve runs one; tests and other
+// programs can run one in-process.
+package node
+
+import (
+	"net"
+
+	"github.com/hubproject/hub/config"
+	"github.com/hubproject/hub/embedded"
+	"github.com/hubproject/hub/hub"
+	"github.com/hubproject/hub/hub/api"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Log    LogConfig        `yaml:"log"`
+	NATS   NATSConfig       `yaml:"nats"`
+	HTTP   api.Config       `yaml:"http"`
+	Events hub.EventsConfig `yaml:"events"`
+}
+
+// LogConfig configures the root logger.
+type LogConfig struct {
+	Level string `yaml:"level" validate:"oneof=trace debug info warn error"`
+	// Format: auto (console on a terminal, JSON otherwise), console, json.
+	Format string `yaml:"format" validate:"oneof=auto console json"`
+}
+
+// NATSConfig says where the hub's NATS is: embedded (default) or external.
+type NATSConfig struct {
+	// Embedded runs nats-server with JetStream inside the hub.
+	Embedded bool `yaml:"embedded"`
+	// Listen is the client address outside clients use; empty means
+	// in-process only. Embedded only.
+	Listen string `yaml:"listen" validate:"omitempty,hostname_port"`
+	// StoreDir holds the JetStream file store. Embedded only.
+	StoreDir string `yaml:"store_dir"`
+	// Sync: default (flush on an interval) or always (fsync every write).
+	Sync string `yaml:"sync" validate:"oneof=default always"`
+	// MaxMemory and MaxStore cap JetStream resources (0: server default).
+	MaxMemory config.ByteSize `yaml:"max_memory" validate:"gte=0"`
+	MaxStore  config.ByteSize `yaml:"max_store" validate:"gte=0"`
+	// MaxPayload is the largest NATS message (default 1MiB, at most 64MiB).
+	MaxPayload config.ByteSize `yaml:"max_payload" validate:"gte=0,lte=67108864"`
+	// URL is the external NATS deployment (embedded: false); several
+	// comma-separated URLs are tried in turn.
+	URL string `yaml:"url"`
+	// CredsFile authenticates to the external NATS.
+	CredsFile string `yaml:"creds_file"`
+}
+
+// DefaultConfig is the development default: embedded JetStream on
+// loopback, data under ./data.
+func DefaultConfig() Config {
+	return Config{
+		Log: LogConfig{Level: "info", Format: "auto"},
+		NATS: NATSConfig{
+			Embedded:   true,
+			Listen:     "127.0.0.1:4222",
+			StoreDir:   "./data/jetstream",
+			Sync:       embedded.SyncDefault,
+			MaxPayload: 1 << 20,
+		},
+		HTTP:   api.DefaultConfig(),
+		Events: hub.DefaultEventsConfig(),
+	}
+}
+
+// Load reads and validates a config file.
+func Load(path string) (Config, error) {
+	cfg := DefaultConfig()
+	if err := config.LoadFile(path, &cfg); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// Validate checks rules that span sections.
+func (c *Config) Validate() error {
+	var errs config.Errors
+	if c.NATS.Embedded {
+		if c.NATS.StoreDir == "" {
+			errs.Add("nats.store_dir", "required when nats.embedded is true")
+		}
+		if c.NATS.URL != "" {
+			errs.Add("nats.url", "only used with nats.embedded: false; remove it or set embedded to false")
+		}
+	} else if c.NATS.URL == "" {
+		errs.Add("nats.url", "required when nats.embedded is false")
+	}
+	// Without authentication (not configured yet) a reachable port lets
+	// anyone publish or delete streams: refuse it loudly.
+	if c.NATS.Embedded && c.NATS.Listen != "" && !loopback(c.NATS.Listen) {
+		errs.Add("nats.listen", "%q is not a loopback address; without NATS authentication the hub only listens on loopback (use 127.0.0.1:4222)", c.NATS.Listen)
+	}
+	if c.HTTP.Listen != "" && !loopback(c.HTTP.Listen) {
+		errs.Add("http.listen", "%q is not a loopback address; without API tokens the hub only listens on loopback (use 127.0.0.1:8080)", c.HTTP.Listen)
+	}
+	payload := c.NATS.MaxPayload
+	if payload == 0 {
+		payload = 1 << 20
+	}
+	if c.Events.MaxEventSize+4<<10 > payload {
+		errs.Add("events.max_event_size", "must be at least 4KiB below nats.max_payload (%s) to leave room for headers", payload)
+	}
+	return errs.Err()
+}
+
+// loopback reports whether a listen address binds only the loopback interface.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
