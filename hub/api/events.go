@@ -60,11 +60,15 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.now()
+	// The CloudEvents HTTP binding: a cloudevents media type means
+	// structured mode; otherwise ce-specversion means binary mode.
 	switch {
-	case mt == "application/json" || mt == "application/cloudevents+json" || mt == "application/cloudevents-batch+json":
+	case mt == "application/cloudevents+json" || mt == "application/cloudevents-batch+json":
 		s.postStructured(w, r, body, mt == "application/cloudevents-batch+json", maxEvent, maxBody, now)
 	case r.Header.Get("ce-specversion") != "":
 		s.postBinary(w, r, body, mt, maxEvent, now)
+	case mt == "application/json":
+		s.postStructured(w, r, body, false, maxEvent, maxBody, now)
 	default:
 		Error(w, http.StatusUnsupportedMediaType,
 			fmt.Sprintf("Content-Type %q is not supported: send application/json, application/cloudevents+json, application/cloudevents-batch+json, or CloudEvents binary mode (ce-* headers)", ct))

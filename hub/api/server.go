@@ -22,7 +22,7 @@ import (
 // Config configures the HTTP listener.
 type Config struct {
 	// Listen is host:port; empty disables the HTTP API.
-	Listen string `yaml:"listen" validate:"omitempty,hostname_port"`
+	Listen string `yaml:"listen"`
 	// MaxBodySize caps a request body (a batch); one event is also held to
 	// events.max_event_size.
 	MaxBodySize       config.ByteSize `yaml:"max_body_size" validate:"gt=0"`
@@ -75,6 +75,14 @@ func New(cfg Config, events hub.EventsConfig, js jetstream.JetStream, opts ...Op
 		return nil, err
 	}
 	s.pub = pub
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout.D(),
+		ReadTimeout:       cfg.ReadTimeout.D(),
+		WriteTimeout:      cfg.WriteTimeout.D(),
+		IdleTimeout:       cfg.IdleTimeout.D(),
+		MaxHeaderBytes:    int(cfg.MaxHeaderBytes),
+	}
 	s.mux.HandleFunc("POST /v1/events", s.postEvents)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
@@ -115,15 +123,6 @@ func (s *Server) Listen() (net.Listener, error) {
 
 // Serve serves until Shutdown; it returns nil after a clean shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	s.srv = &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout.D(),
-		ReadTimeout:       s.cfg.ReadTimeout.D(),
-		WriteTimeout:      s.cfg.WriteTimeout.D(),
-		IdleTimeout:       s.cfg.IdleTimeout.D(),
-		MaxHeaderBytes:    int(s.cfg.MaxHeaderBytes),
-		ErrorLog:          nil,
-	}
 	if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -132,9 +131,6 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting requests and waits for in-flight ones.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.srv == nil {
-		return nil
-	}
 	return s.srv.Shutdown(ctx)
 }
 

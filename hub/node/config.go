@@ -5,7 +5,9 @@
 package node
 
 import (
+	"fmt"
 	"net"
+	"strconv"
 
 	"github.com/hubproject/hub/config"
 	"github.com/hubproject/hub/embedded"
@@ -34,7 +36,7 @@ type NATSConfig struct {
 	Embedded bool `yaml:"embedded"`
 	// Listen is the client address outside clients use; empty means
 	// in-process only. Embedded only.
-	Listen string `yaml:"listen" validate:"omitempty,hostname_port"`
+	Listen string `yaml:"listen"`
 	// StoreDir holds the JetStream file store. Embedded only.
 	StoreDir string `yaml:"store_dir"`
 	// Sync: default (flush on an interval) or always (fsync every write).
@@ -90,6 +92,11 @@ func (c *Config) Validate() error {
 	} else if c.NATS.URL == "" {
 		errs.Add("nats.url", "required when nats.embedded is false")
 	}
+	for path, addr := range map[string]string{"nats.listen": c.NATS.Listen, "http.listen": c.HTTP.Listen} {
+		if err := checkListen(addr); err != nil {
+			errs.Add(path, "%v", err)
+		}
+	}
 	// Without authentication (not configured yet) a reachable port lets
 	// anyone publish or delete streams: refuse it loudly.
 	if c.NATS.Embedded && c.NATS.Listen != "" && !loopback(c.NATS.Listen) {
@@ -106,6 +113,21 @@ func (c *Config) Validate() error {
 		errs.Add("events.max_event_size", "must be at least 4KiB below nats.max_payload (%s) to leave room for headers", payload)
 	}
 	return errs.Err()
+}
+
+// checkListen accepts "" or host:port with a port from 0 (random) to 65535.
+func checkListen(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("must be host:port, e.g. 127.0.0.1:8080")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("port %q must be a number from 0 to 65535", port)
+	}
+	return nil
 }
 
 // loopback reports whether a listen address binds only the loopback interface.
