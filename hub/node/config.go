@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 
 	"github.com/hubproject/hub/config"
 	"github.com/hubproject/hub/embedded"
@@ -21,6 +22,10 @@ type Config struct {
 	NATS   NATSConfig       `yaml:"nats"`
 	HTTP   api.Config       `yaml:"http"`
 	Events hub.EventsConfig `yaml:"events"`
+	// Delivery: retries, backoff, concurrency, dead letters.
+	Delivery hub.DeliveryConfig `yaml:"delivery"`
+	// Subscriptions is the fan-out table.
+	Subscriptions []hub.Subscription `yaml:"subscriptions" validate:"dive"`
 }
 
 // LogConfig configures the root logger.
@@ -65,8 +70,9 @@ func DefaultConfig() Config {
 			Sync:       embedded.SyncDefault,
 			MaxPayload: 1 << 20,
 		},
-		HTTP:   api.DefaultConfig(),
-		Events: hub.DefaultEventsConfig(),
+		HTTP:     api.DefaultConfig(),
+		Events:   hub.DefaultEventsConfig(),
+		Delivery: hub.DefaultDeliveryConfig(),
 	}
 }
 
@@ -105,6 +111,17 @@ func (c *Config) Validate() error {
 	if c.HTTP.Listen != "" && !loopback(c.HTTP.Listen) {
 		errs.Add("http.listen", "%q is not a loopback address; without API tokens the hub only listens on loopback (use 127.0.0.1:8080)", c.HTTP.Listen)
 	}
+	ids := map[string]int{}
+	for i, sub := range c.Subscriptions {
+		p := fmt.Sprintf("subscriptions[%d]", i)
+		if j, dup := ids[sub.ID]; dup && sub.ID != "" {
+			errs.Add(p+".id", "%q is already used by subscriptions[%d]", sub.ID, j)
+		}
+		ids[sub.ID] = i
+		if sub.Channel != "" && !knownChannel(sub.Channel) {
+			errs.Add(p+".channel", "unknown channel %q (known: %s)", sub.Channel, strings.Join(channelNames, ", "))
+		}
+	}
 	payload := c.NATS.MaxPayload
 	if payload == 0 {
 		payload = 1 << 20
@@ -141,4 +158,16 @@ func loopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// channelNames are the channels a subscription may name.
+var channelNames = []string{"log", "webhook", "email", "sms"}
+
+func knownChannel(name string) bool {
+	for _, n := range channelNames {
+		if n == name {
+			return true
+		}
+	}
+	return false
 }

@@ -16,6 +16,9 @@ import (
 	"github.com/hubproject/hub/embedded"
 	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/api"
+	"github.com/hubproject/hub/hub/dispatch"
+	"github.com/hubproject/hub/hub/dlq"
+	sublog "github.com/hubproject/hub/subscribers/log"
 )
 
 // Node is one running hub.
@@ -26,6 +29,15 @@ type Node struct {
 	srv *embedded.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
+
+	channels    map[string]hub.Channel
+	dispatchers map[string]*dispatch.Dispatcher
+	dlqProc     *dlq.Processor
+	dlq         *dlq.Store
+	observers   []dispatch.Observer
+
+	subsMu sync.Mutex
+	subs   []hub.Subscription
 
 	api      *api.Server
 	ln       net.Listener
@@ -41,9 +53,20 @@ type Option func(*Node)
 // WithLogger sets the root logger.
 func WithLogger(l zerolog.Logger) Option { return func(n *Node) { n.log = l } }
 
+// WithChannel sets the implementation of a channel, replacing the one the
+// config would build (tests use a capture; programs can add their own).
+func WithChannel(name string, ch hub.Channel) Option {
+	return func(n *Node) { n.channels[name] = ch }
+}
+
+// WithObserver sees every delivery outcome (metrics, tests).
+func WithObserver(o dispatch.Observer) Option {
+	return func(n *Node) { n.observers = append(n.observers, o) }
+}
+
 // New returns a Node for cfg; Start runs it.
 func New(cfg Config, opts ...Option) *Node {
-	n := &Node{cfg: cfg, log: zerolog.Nop()}
+	n := &Node{cfg: cfg, log: zerolog.Nop(), channels: map[string]hub.Channel{}, dispatchers: map[string]*dispatch.Dispatcher{}}
 	for _, o := range opts {
 		o(n)
 	}
@@ -69,7 +92,22 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	n.js = js
-	if _, err := hub.EnsureStream(ctx, js, hub.EventsStreamConfig(n.cfg.Events)); err != nil {
+	for _, sc := range []jetstream.StreamConfig{
+		hub.EventsStreamConfig(n.cfg.Events),
+		hub.DeliveriesStreamConfig(n.cfg.Events),
+		hub.DLQStreamConfig(n.cfg.Events, n.cfg.Delivery),
+		hub.AdvisoriesStreamConfig(n.cfg.Events),
+	} {
+		if _, err := hub.EnsureStream(ctx, js, sc); err != nil {
+			return err
+		}
+	}
+	n.dlq = dlq.NewStore(js)
+	n.dlqProc = dlq.NewProcessor(js, n.log.With().Str("component", "dlq").Logger(), nil)
+	if err := n.dlqProc.Start(ctx); err != nil {
+		return err
+	}
+	if err := n.startDispatchers(ctx); err != nil {
 		return err
 	}
 	if n.cfg.HTTP.Listen != "" {
@@ -77,6 +115,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
+		n.dlq.Mount(a)
 		ln, err := a.Listen()
 		if err != nil {
 			return err
@@ -188,6 +227,30 @@ func (n *Node) shutdown(ctx context.Context) error {
 			return <-n.httpDone
 		})
 	}
+	if len(n.dispatchers) > 0 {
+		step("drain deliveries", n.cfg.Delivery.ShutdownTimeout.D(), func(ctx context.Context) error {
+			var wg sync.WaitGroup
+			errs := make([]error, 0, len(n.dispatchers))
+			var mu sync.Mutex
+			for _, d := range n.dispatchers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := d.Stop(ctx); err != nil {
+						mu.Lock()
+						errs = append(errs, err)
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			return errors.Join(errs...)
+		})
+	}
+	if n.dlqProc != nil {
+		step("dead letters", 5*time.Second, n.dlqProc.Stop)
+	}
+	step("close channels", 10*time.Second, n.closeChannels)
 	if n.nc != nil {
 		step("nats connection", 10*time.Second, func(ctx context.Context) error {
 			return drainConn(ctx, n.nc)
@@ -221,4 +284,108 @@ func drainConn(ctx context.Context, nc *nats.Conn) error {
 		nc.Close()
 		return ctx.Err()
 	}
+}
+
+// startDispatchers builds the channels the subscriptions need and starts
+// one dispatcher per channel.
+func (n *Node) startDispatchers(ctx context.Context) error {
+	n.subs = append([]hub.Subscription(nil), n.cfg.Subscriptions...)
+	for i := range n.subs {
+		n.subs[i].Origin = "config"
+	}
+	byChannel := map[string]bool{}
+	for _, s := range n.subs {
+		byChannel[s.Channel] = true
+	}
+	for name := range byChannel {
+		if _, ok := n.channels[name]; ok {
+			continue
+		}
+		ch, err := n.buildChannel(name)
+		if err != nil {
+			return err
+		}
+		n.channels[name] = ch
+	}
+	obs := func(o dispatch.Outcome) {
+		for _, f := range n.observers {
+			f(o)
+		}
+	}
+	for name := range byChannel {
+		d := dispatch.New(name, n.channels[name], n.js, n.cfg.Delivery,
+			dispatch.WithLogger(n.log.With().Str("component", "dispatch").Logger()),
+			dispatch.WithObserver(obs),
+			dispatch.WithDisabler(n.disableSubscription))
+		n.dispatchers[name] = d
+	}
+	n.applyRoutes()
+	for name, d := range n.dispatchers {
+		if err := d.Start(ctx); err != nil {
+			return fmt.Errorf("channel %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (n *Node) buildChannel(name string) (hub.Channel, error) {
+	switch name {
+	case "log":
+		return sublog.New(n.log.With().Str("component", "channel").Logger()), nil
+	}
+	return nil, fmt.Errorf("channel %s is used by a subscription but not available in this build", name)
+}
+
+// applyRoutes hands each dispatcher its subscriptions.
+func (n *Node) applyRoutes() {
+	n.subsMu.Lock()
+	defer n.subsMu.Unlock()
+	routes := map[string][]dispatch.Route{}
+	for i := range n.subs {
+		s := n.subs[i]
+		routes[s.Channel] = append(routes[s.Channel], dispatch.Route{Sub: &s})
+	}
+	for name, d := range n.dispatchers {
+		d.SetRoutes(routes[name])
+	}
+}
+
+// disableSubscription stops deliveries to a subscription whose endpoint
+// said it is gone (HTTP 410) until it is re-enabled.
+func (n *Node) disableSubscription(_ context.Context, id, reason string) {
+	n.subsMu.Lock()
+	changed := false
+	for i := range n.subs {
+		if n.subs[i].ID == id && !n.subs[i].Disabled {
+			n.subs[i].Disabled = true
+			changed = true
+		}
+	}
+	n.subsMu.Unlock()
+	if changed {
+		n.log.Warn().Str("subscription", id).Str("reason", reason).Msg("subscription disabled")
+		n.applyRoutes()
+	}
+}
+
+// Subscriptions returns the current subscriptions.
+func (n *Node) Subscriptions() []hub.Subscription {
+	n.subsMu.Lock()
+	defer n.subsMu.Unlock()
+	return append([]hub.Subscription(nil), n.subs...)
+}
+
+// DLQ is the dead-letter store.
+func (n *Node) DLQ() *dlq.Store { return n.dlq }
+
+func (n *Node) closeChannels(ctx context.Context) error {
+	var errs []error
+	for name, ch := range n.channels {
+		if c, ok := ch.(hub.Closer); ok {
+			if err := c.Close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("channel %s: %w", name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

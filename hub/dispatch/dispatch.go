@@ -1,0 +1,730 @@
+// Package dispatch delivers events to one channel's subscriptions.
+//
+// One Dispatcher runs per channel with two durable consumers. The first
+// reads EVENTS directly: it matches the channel's subscriptions, renders
+// them, and sends every target in parallel in-process, so a healthy event
+// costs one read and one ack whatever the number of subscriptions. Only a
+// target that fails is written to DELIVERIES as its own message
+// (deliveries.<channel>.<subscription>, Nats-Msg-Id = its delivery id);
+// the second consumer retries those on the backoff schedule with
+// NakWithDelay, so a failing target never causes a healthy one to be sent
+// again. Permanent failures and exhausted attempts are terminated with a
+// reason; JetStream's advisory for that becomes the dead letter (see
+// package dlq). docs/architecture.md explains why.
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/hubproject/hub/hub"
+)
+
+// Route is one subscription of the channel with its renderer.
+type Route struct {
+	Sub *hub.Subscription
+	// Render yields the recipients and content for an event; nil means one
+	// delivery with no recipient and no content (webhook, log).
+	Render func(ev *hub.Event) (recipients []string, content hub.Content, err error)
+}
+
+// Outcome is reported to the Observer after every attempt and decision.
+type Outcome struct {
+	Kind         string // "delivered", "retry", "dead", "deferred", "unmatched", "invalid"
+	Channel      string
+	Subscription string
+	EventID      string
+	DeliveryID   string
+	Recipient    string
+	Attempt      int
+	Duration     time.Duration
+	Err          error
+	Result       hub.Outcome
+}
+
+// Observer receives outcomes (metrics, audit, tests). It must not block.
+type Observer func(Outcome)
+
+// Dispatcher delivers one channel.
+type Dispatcher struct {
+	channel string
+	ch      hub.Channel
+	js      jetstream.JetStream
+	cfg     hub.DeliveryConfig
+	log     zerolog.Logger
+	obs     Observer
+	disable func(ctx context.Context, sub, reason string)
+	now     func() time.Time
+
+	routes atomic.Pointer[[]Route]
+
+	sendSem  chan struct{} // sends in flight
+	eventSem chan struct{} // events being fanned out
+	retrySem chan struct{} // retries being handled
+
+	runCtx    context.Context // cancelled when the shutdown budget runs out
+	cancelRun context.CancelFunc
+	iters     []jetstream.MessagesContext
+	loops     sync.WaitGroup
+	handlers  sync.WaitGroup
+	stopping  atomic.Bool
+}
+
+// Option configures a Dispatcher.
+type Option func(*Dispatcher)
+
+// WithLogger sets the logger.
+func WithLogger(l zerolog.Logger) Option { return func(d *Dispatcher) { d.log = l } }
+
+// WithObserver receives every outcome.
+func WithObserver(o Observer) Option { return func(d *Dispatcher) { d.obs = o } }
+
+// WithDisabler is called when a channel reports a subscription Gone.
+func WithDisabler(f func(ctx context.Context, sub, reason string)) Option {
+	return func(d *Dispatcher) { d.disable = f }
+}
+
+// New returns a Dispatcher for channel; Start runs it.
+func New(channel string, ch hub.Channel, js jetstream.JetStream, cfg hub.DeliveryConfig, opts ...Option) *Dispatcher {
+	n := cfg.ConcurrencyFor(channel)
+	d := &Dispatcher{
+		channel:  channel,
+		ch:       ch,
+		js:       js,
+		cfg:      cfg,
+		log:      zerolog.Nop(),
+		obs:      func(Outcome) {},
+		disable:  func(context.Context, string, string) {},
+		now:      time.Now,
+		sendSem:  make(chan struct{}, n),
+		eventSem: make(chan struct{}, n),
+		retrySem: make(chan struct{}, n),
+	}
+	for _, o := range opts {
+		o(d)
+	}
+	empty := []Route{}
+	d.routes.Store(&empty)
+	return d
+}
+
+// SetRoutes replaces the channel's subscriptions; safe at any time.
+func (d *Dispatcher) SetRoutes(rs []Route) {
+	cp := append([]Route(nil), rs...)
+	d.routes.Store(&cp)
+}
+
+func (d *Dispatcher) route(id string) (Route, bool) {
+	for _, r := range *d.routes.Load() {
+		if r.Sub.ID == id {
+			return r, true
+		}
+	}
+	return Route{}, false
+}
+
+// EventsConsumer and RetryConsumer are the durable consumer names.
+func EventsConsumer(channel string) string { return "hub-" + channel }
+func RetryConsumer(channel string) string  { return "hub-" + channel + "-retry" }
+
+// Start creates (or updates) the durable consumers and starts consuming.
+func (d *Dispatcher) Start(ctx context.Context) error {
+	d.runCtx, d.cancelRun = context.WithCancel(context.Background())
+	n := cap(d.sendSem)
+	evCons, err := d.ensureEventsConsumer(ctx)
+	if err != nil {
+		return err
+	}
+	rtCons, err := d.js.CreateOrUpdateConsumer(ctx, hub.DeliveriesStream, jetstream.ConsumerConfig{
+		Durable:       RetryConsumer(d.channel),
+		Description:   "hub: retries and replays for channel " + d.channel,
+		FilterSubject: hub.DeliveriesPrefix + d.channel + ".>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       d.cfg.AckWait.D(),
+		// The first delivery of a retry is a wait; then MaxAttempts attempts.
+		MaxDeliver: d.cfg.MaxAttempts + 1,
+		// Messages waiting out a NakWithDelay count as pending: allow many,
+		// or one dead endpoint's backlog would stall the channel's retries.
+		MaxAckPending: 1_000_000,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("dispatch %s: retry consumer: %w", d.channel, err)
+	}
+	batch := jetstream.PullMaxMessages(max(n, 16))
+	evIt, err := evCons.Messages(batch)
+	if err != nil {
+		return fmt.Errorf("dispatch %s: consume events: %w", d.channel, err)
+	}
+	rtIt, err := rtCons.Messages(batch)
+	if err != nil {
+		evIt.Stop()
+		return fmt.Errorf("dispatch %s: consume retries: %w", d.channel, err)
+	}
+	d.iters = []jetstream.MessagesContext{evIt, rtIt}
+	d.loops.Add(2)
+	go d.loop(evIt, d.eventSem, d.handleEvent)
+	go d.loop(rtIt, d.retrySem, d.handleRetry)
+	return nil
+}
+
+// ensureEventsConsumer creates the channel's consumer on EVENTS. A new
+// consumer starts with new events (a channel added later does not replay
+// the stream's history), unless the stream is empty.
+func (d *Dispatcher) ensureEventsConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cfg := jetstream.ConsumerConfig{
+		Durable:       EventsConsumer(d.channel),
+		Description:   "hub: first attempts for channel " + d.channel,
+		FilterSubject: hub.SubjectPrefix + ">",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       d.cfg.AckWait.D(),
+		MaxDeliver:    -1,
+		MaxAckPending: max(4*cap(d.sendSem), 256),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if c, err := d.js.Consumer(ctx, hub.EventsStream, cfg.Durable); err == nil {
+		info := c.CachedInfo()
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartSeq, info.Config.OptStartTime
+	} else if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		st, err := d.js.Stream(ctx, hub.EventsStream)
+		if err != nil {
+			return nil, fmt.Errorf("dispatch %s: %w", d.channel, err)
+		}
+		if st.CachedInfo().State.Msgs > 0 {
+			cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+		}
+	} else {
+		return nil, fmt.Errorf("dispatch %s: look up consumer: %w", d.channel, err)
+	}
+	c, err := d.js.CreateOrUpdateConsumer(ctx, hub.EventsStream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dispatch %s: events consumer: %w", d.channel, err)
+	}
+	return c, nil
+}
+
+// Stop stops fetching, lets in-flight and already fetched messages finish
+// within ctx, then cancels what is left (those messages are redelivered
+// after a restart).
+func (d *Dispatcher) Stop(ctx context.Context) error {
+	if !d.stopping.CompareAndSwap(false, true) || d.cancelRun == nil {
+		return nil
+	}
+	for _, it := range d.iters {
+		it.Drain()
+	}
+	done := make(chan struct{})
+	go func() {
+		d.loops.Wait()
+		d.handlers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		d.cancelRun()
+		return nil
+	case <-ctx.Done():
+		d.cancelRun()
+		for _, it := range d.iters {
+			it.Stop()
+		}
+		<-done
+		return fmt.Errorf("dispatch %s: in-flight sends cancelled: %w", d.channel, ctx.Err())
+	}
+}
+
+func (d *Dispatcher) loop(it jetstream.MessagesContext, sem chan struct{}, handle func(context.Context, jetstream.Msg)) {
+	defer d.loops.Done()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			d.log.Warn().Err(err).Str("channel", d.channel).Msg("consume")
+			select {
+			case <-d.runCtx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		sem <- struct{}{}
+		d.handlers.Add(1)
+		go func() {
+			defer func() {
+				<-sem
+				d.handlers.Done()
+			}()
+			handle(d.runCtx, msg)
+		}()
+	}
+}
+
+// keepAlive tells JetStream a long send is still in progress, so AckWait
+// does not expire under it. The returned func stops it.
+func (d *Dispatcher) keepAlive(msg jetstream.Msg) func() {
+	every := d.cfg.AckWait.D() / 3
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		_ = msg.InProgress()
+		t.Reset(every)
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		t.Stop()
+	}
+}
+
+type target struct {
+	route     Route
+	recipient string
+	content   hub.Content
+	renderErr error
+	err       error
+	result    hub.Outcome
+	took      time.Duration
+}
+
+func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
+	ev, err := decodeStored(msg)
+	if err != nil {
+		d.invalidEvent(ctx, msg, err)
+		return
+	}
+	var targets []*target
+	for _, r := range *d.routes.Load() {
+		if r.Sub.Disabled || !r.Sub.Matches(ev.Type) {
+			continue
+		}
+		if r.Render == nil {
+			targets = append(targets, &target{route: r})
+			continue
+		}
+		recips, content, err := r.Render(ev)
+		if err != nil {
+			targets = append(targets, &target{route: r, renderErr: err})
+			continue
+		}
+		for _, rc := range recips {
+			targets = append(targets, &target{route: r, recipient: rc, content: content})
+		}
+	}
+	if len(targets) == 0 {
+		_ = msg.Ack()
+		d.obs(Outcome{Kind: "unmatched", Channel: d.channel, EventID: ev.ID})
+		return
+	}
+	stop := d.keepAlive(msg)
+	now := d.now()
+	if len(targets) == 1 {
+		d.sendTarget(ctx, ev, msg.Data(), targets[0], now)
+	} else {
+		var wg sync.WaitGroup
+		for _, t := range targets {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.sendTarget(ctx, ev, msg.Data(), t, now)
+			}()
+		}
+		wg.Wait()
+	}
+	stop()
+
+	// Write every target that did not get through to DELIVERIES, then ack
+	// the event. If the hub is stopping and a send was cut short, leave the
+	// whole event for redelivery instead.
+	var splits []*nats.Msg
+	for _, t := range targets {
+		if t.renderErr == nil && t.err == nil {
+			continue
+		}
+		if ctx.Err() != nil && t.renderErr == nil {
+			_ = msg.Nak()
+			return
+		}
+		m, err := d.splitMsg(ev, msg.Data(), t, now)
+		if err != nil {
+			d.log.Error().Err(err).Str("event_id", ev.ID).Msg("build delivery")
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		splits = append(splits, m)
+	}
+	if err := d.publishAll(ctx, splits); err != nil {
+		d.log.Warn().Err(err).Str("channel", d.channel).Str("event_id", ev.ID).Msg("storing failed deliveries; the event will be redelivered")
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	_ = msg.Ack()
+}
+
+func (d *Dispatcher) sendTarget(ctx context.Context, ev *hub.Event, raw []byte, t *target, now time.Time) {
+	if t.renderErr != nil {
+		return
+	}
+	del := &hub.Delivery{
+		ID:           hub.DeliveryID(ev.ID, t.route.Sub.ID, t.recipient),
+		Event:        ev,
+		EventJSON:    raw,
+		Subscription: t.route.Sub,
+		Recipient:    t.recipient,
+		Content:      t.content,
+		Attempt:      1,
+		FirstAttempt: now,
+	}
+	t.err, t.took = d.send(ctx, del)
+	t.result = del.Outcome
+	d.report(del, t.err, t.took, 1)
+}
+
+// splitMsg turns a failed first attempt into its DELIVERIES message.
+func (d *Dispatcher) splitMsg(ev *hub.Event, raw []byte, t *target, now time.Time) (*nats.Msg, error) {
+	rec := Record{
+		DeliveryID:   hub.DeliveryID(ev.ID, t.route.Sub.ID, t.recipient),
+		EventID:      ev.ID,
+		EventType:    ev.Type,
+		Channel:      d.channel,
+		Subscription: t.route.Sub.ID,
+		Recipient:    t.recipient,
+		Event:        raw,
+	}
+	r := Retry{Attempts: 1, FirstAttempt: now, Wait: -1}
+	switch err := t.err; {
+	case t.renderErr != nil:
+		r.Attempts = 0
+		r.Terminal = "render: " + t.renderErr.Error()
+	case hub.IsPermanent(err):
+		if hub.IsGone(err) {
+			d.disable(context.Background(), t.route.Sub.ID, err.Error())
+		}
+		r.Terminal = err.Error()
+	default:
+		r.LastError = err.Error()
+		if dl, ok := hub.DeferDelay(err); ok {
+			r.Attempts, r.Wait = 0, dl
+		} else {
+			r.Wait = d.retryDelay(err, 1)
+		}
+		if r.Attempts >= d.cfg.MaxAttempts {
+			r.Terminal = fmt.Sprintf("gave up after %d attempt(s): %v", r.Attempts, err)
+		}
+	}
+	return NewDeliveryMsg(rec, r, now)
+}
+
+func (d *Dispatcher) retryDelay(err error, attempt int) time.Duration {
+	if dl, ok := hub.RetryDelay(err); ok {
+		return min(max(dl, 0), d.cfg.MaxBackoff())
+	}
+	return d.cfg.BackoffAfter(attempt)
+}
+
+func (d *Dispatcher) publishAll(ctx context.Context, msgs []*nats.Msg) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if len(msgs) == 1 {
+		_, err := d.js.PublishMsg(pctx, msgs[0])
+		return err
+	}
+	futs := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for _, m := range msgs {
+		f, err := d.js.PublishMsgAsync(m)
+		if err != nil {
+			return err
+		}
+		futs = append(futs, f)
+	}
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return err
+		case <-pctx.Done():
+			return pctx.Err()
+		}
+	}
+	return nil
+}
+
+// send makes one attempt, bounded by the channel's concurrency. A panic in
+// the channel is an error, not a crash.
+func (d *Dispatcher) send(ctx context.Context, del *hub.Delivery) (err error, took time.Duration) {
+	select {
+	case d.sendSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err(), 0
+	}
+	defer func() { <-d.sendSem }()
+	start := time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("channel %s panicked: %v", d.channel, p)
+		}
+		took = time.Since(start)
+	}()
+	return d.ch.Send(ctx, del), 0
+}
+
+func (d *Dispatcher) report(del *hub.Delivery, err error, took time.Duration, attempt int) {
+	o := Outcome{
+		Kind: "delivered", Channel: d.channel, Subscription: del.Subscription.ID, EventID: del.Event.ID,
+		DeliveryID: del.ID, Recipient: del.Recipient, Attempt: attempt, Duration: took, Err: err, Result: del.Outcome,
+	}
+	l := d.log.Debug()
+	switch {
+	case err == nil:
+	case hub.IsPermanent(err):
+		o.Kind = "dead"
+		l = d.log.Warn()
+	default:
+		o.Kind = "retry"
+		if _, ok := hub.DeferDelay(err); ok {
+			o.Kind = "deferred"
+		}
+		l = d.log.Info()
+	}
+	// One line per attempt: the dispatcher is where errors are logged.
+	l.Str("channel", d.channel).Str("subscription", del.Subscription.ID).Str("event_id", del.Event.ID).
+		Str("delivery_id", del.ID).Int("attempt", attempt).Int64("duration_ms", took.Milliseconds()).
+		Int("status", del.Outcome.Status).Err(err).Str("outcome", o.Kind).Msg("attempt")
+	d.obs(o)
+}
+
+// handleRetry makes one attempt of a DELIVERIES message.
+func (d *Dispatcher) handleRetry(ctx context.Context, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		_ = msg.TermWithReason("no metadata")
+		return
+	}
+	h := msg.Headers()
+	if reason := h.Get(hub.HeaderTerminal); reason != "" {
+		_ = msg.TermWithReason(reason)
+		return
+	}
+	attempt, wait := AttemptOf(h, meta.NumDelivered)
+	if wait {
+		_ = msg.NakWithDelay(max(time.Until(HeaderTime(h, hub.HeaderNotBefore)), 0))
+		return
+	}
+	var rec Record
+	if err := json.Unmarshal(msg.Data(), &rec); err != nil {
+		_ = msg.TermWithReason("corrupt delivery record: " + err.Error())
+		return
+	}
+	r, ok := d.route(rec.Subscription)
+	switch {
+	case !ok:
+		_ = msg.TermWithReason(fmt.Sprintf("subscription %s no longer exists", rec.Subscription))
+		return
+	case r.Sub.Disabled:
+		_ = msg.TermWithReason(fmt.Sprintf("subscription %s is disabled", rec.Subscription))
+		return
+	}
+	ev, err := decodeEvent(rec.Event)
+	if err != nil {
+		_ = msg.TermWithReason("invalid event: " + err.Error())
+		return
+	}
+	var content hub.Content
+	if r.Render != nil {
+		if _, content, err = r.Render(ev); err != nil {
+			_ = msg.TermWithReason("render: " + err.Error())
+			return
+		}
+	}
+	first := HeaderTime(h, hub.HeaderFirstAttempt)
+	if first.IsZero() {
+		first = d.now()
+	}
+	del := &hub.Delivery{
+		ID: rec.DeliveryID, Event: ev, EventJSON: rec.Event, Subscription: r.Sub, Recipient: rec.Recipient,
+		Content: content, Attempt: attempt, FirstAttempt: first,
+	}
+	stop := d.keepAlive(msg)
+	err, took := d.send(ctx, del)
+	stop()
+	d.report(del, err, took, attempt)
+	switch {
+	case err == nil:
+		_ = msg.Ack()
+	case ctx.Err() != nil:
+		// Shutting down: try again after the restart.
+		_ = msg.Nak()
+	case hub.IsPermanent(err):
+		if hub.IsGone(err) {
+			d.disable(ctx, r.Sub.ID, err.Error())
+		}
+		_ = msg.TermWithReason(truncate(err.Error()))
+	default:
+		if dl, ok := hub.DeferDelay(err); ok {
+			d.deferRetry(ctx, msg, rec, attempt, first, dl, err)
+			return
+		}
+		if attempt >= d.cfg.MaxAttempts {
+			_ = msg.TermWithReason(truncate(fmt.Sprintf("gave up after %d attempts: %v", attempt, err)))
+			return
+		}
+		_ = msg.NakWithDelay(d.retryDelay(err, attempt))
+	}
+}
+
+// deferRetry waits without spending the attempt: the message is written
+// again with the attempts made so far and a not-before, then acked.
+func (d *Dispatcher) deferRetry(ctx context.Context, msg jetstream.Msg, rec Record, attempt int, first time.Time, wait time.Duration, cause error) {
+	meta, _ := msg.Metadata()
+	m, err := NewDeliveryMsg(rec, Retry{
+		Attempts: attempt - 1, Wait: wait, FirstAttempt: first, LastError: cause.Error(),
+		MsgID: fmt.Sprintf("%s/c%d", rec.DeliveryID, meta.Sequence.Stream),
+	}, d.now())
+	if err == nil {
+		err = d.publishAll(ctx, []*nats.Msg{m})
+	}
+	if err != nil {
+		_ = msg.NakWithDelay(wait)
+		return
+	}
+	_ = msg.Ack()
+}
+
+// invalidEvent dead-letters an envelope that fails validation. Every
+// channel's dispatcher sees it; the DLQ's dedup keeps one record.
+func (d *Dispatcher) invalidEvent(ctx context.Context, msg jetstream.Msg, cause error) {
+	meta, _ := msg.Metadata()
+	var seq uint64
+	if meta != nil {
+		seq = meta.Sequence.Stream
+	}
+	if err := PublishInvalid(ctx, d.js, msg.Subject(), seq, msg.Data(), cause, d.now()); err != nil {
+		d.log.Warn().Err(err).Msg("dead-lettering an invalid event")
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	d.obs(Outcome{Kind: "invalid", Channel: d.channel, Err: cause})
+	_ = msg.Ack()
+}
+
+// InvalidChannel and InvalidSubscription are the DLQ subject tokens of
+// events that failed validation before any subscription was matched.
+const (
+	InvalidChannel      = "_invalid"
+	InvalidSubscription = "_"
+)
+
+// PublishInvalid writes a dead letter for an invalid envelope.
+func PublishInvalid(ctx context.Context, js jetstream.JetStream, subject string, seq uint64, data []byte, cause error, now time.Time) error {
+	ev := json.RawMessage(data)
+	if !json.Valid(data) {
+		b, _ := json.Marshal(string(data))
+		ev = b
+	}
+	dl := DeadLetter{
+		Record: Record{
+			DeliveryID: fmt.Sprintf("invalid/%d", seq), Channel: InvalidChannel, Subscription: InvalidSubscription,
+			EventType: strings.TrimPrefix(subject, hub.SubjectPrefix), Event: ev,
+		},
+		Reason: "invalid event: " + cause.Error(), DeadAt: now, FirstAttempt: now, LastAttempt: now, SourceSeq: seq,
+	}
+	body, err := json.Marshal(dl)
+	if err != nil {
+		return err
+	}
+	m := &nats.Msg{Subject: hub.DLQSubject(InvalidChannel, InvalidSubscription), Data: body, Header: nats.Header{}}
+	m.Header.Set(jetstream.MsgIDHeader, dl.DeliveryID)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	_, err = js.PublishMsg(pctx, m)
+	return err
+}
+
+// DeadLetter is a DLQ record.
+type DeadLetter struct {
+	Record
+	// ID is the DLQ stream sequence, filled in when read.
+	ID           uint64    `json:"id,omitempty"`
+	Reason       string    `json:"reason"`
+	Attempts     int       `json:"attempts"`
+	FirstAttempt time.Time `json:"first_attempt"`
+	LastAttempt  time.Time `json:"last_attempt"`
+	DeadAt       time.Time `json:"dead_at"`
+	// SourceSeq is the DELIVERIES (or EVENTS, for invalid events) sequence.
+	SourceSeq uint64 `json:"source_seq"`
+}
+
+// decodeStored decodes an event from EVENTS. Raw NATS publishers may leave
+// out the defaulted attributes; they are filled deterministically (the id
+// from Nats-Msg-Id or the stream sequence) so redelivery keeps delivery ids.
+func decodeStored(msg jetstream.Msg) (*hub.Event, error) {
+	var ev hub.Event
+	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		var ve *hub.ValidationError
+		if errors.As(err, &ve) {
+			return nil, ve
+		}
+		return nil, fmt.Errorf("malformed JSON: %w", err)
+	}
+	if ev.ID == "" || ev.Time.IsZero() {
+		meta, err := msg.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		if ev.ID == "" {
+			ev.ID = msg.Headers().Get(jetstream.MsgIDHeader)
+			if ev.ID == "" {
+				ev.ID = fmt.Sprintf("seq-%d", meta.Sequence.Stream)
+			}
+		}
+		if ev.Time.IsZero() {
+			ev.Time = meta.Timestamp.UTC()
+		}
+	}
+	ev.SetDefaults("hub/nats", time.Time{})
+	if err := ev.Validate(0); err != nil {
+		return nil, err
+	}
+	// The subject is what NATS permissions check; a body claiming another
+	// type would slip past them.
+	if msg.Subject() != ev.NATSSubject() {
+		return nil, &hub.ValidationError{Errors: []hub.FieldError{{Field: "type", Reason: fmt.Sprintf("%q does not match the subject %s", ev.Type, msg.Subject())}}}
+	}
+	return &ev, nil
+}
+
+func decodeEvent(b []byte) (*hub.Event, error) {
+	var ev hub.Event
+	if err := json.Unmarshal(b, &ev); err != nil {
+		var ve *hub.ValidationError
+		if errors.As(err, &ve) {
+			return nil, ve
+		}
+		return nil, fmt.Errorf("malformed JSON: %w", err)
+	}
+	if err := ev.Validate(0); err != nil {
+		return nil, err
+	}
+	return &ev, nil
+}
