@@ -20,7 +20,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("%s:\n%w", *cfgPath, err)
 	}
 	log := newLogger(cfg.Log, stderr)
-	n := node.New(cfg, node.WithLogger(log))
+	n := node.New(cfg, node.WithLogger(log), node.WithVersion(version))
 	start := time.Now()
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	err = n.Start(startCtx)

@@ -5,6 +5,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/hubproject/hub/embedded"
 	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/api"
+	"github.com/hubproject/hub/subscribers/webhook"
 )
 
 // Config is the whole configuration file.
@@ -24,8 +26,15 @@ type Config struct {
 	Events hub.EventsConfig `yaml:"events"`
 	// Delivery: retries, backoff, concurrency, dead letters.
 	Delivery hub.DeliveryConfig `yaml:"delivery"`
+	// Channels configures each channel.
+	Channels ChannelsConfig `yaml:"channels"`
 	// Subscriptions is the fan-out table.
 	Subscriptions []hub.Subscription `yaml:"subscriptions" validate:"dive"`
+}
+
+// ChannelsConfig holds each channel's settings.
+type ChannelsConfig struct {
+	Webhook webhook.Config `yaml:"webhook"`
 }
 
 // LogConfig configures the root logger.
@@ -73,6 +82,7 @@ func DefaultConfig() Config {
 		HTTP:     api.DefaultConfig(),
 		Events:   hub.DefaultEventsConfig(),
 		Delivery: hub.DefaultDeliveryConfig(),
+		Channels: ChannelsConfig{Webhook: webhook.DefaultConfig()},
 	}
 }
 
@@ -118,8 +128,14 @@ func (c *Config) Validate() error {
 			errs.Add(p+".id", "%q is already used by subscriptions[%d]", sub.ID, j)
 		}
 		ids[sub.ID] = i
-		if sub.Channel != "" && !knownChannel(sub.Channel) {
-			errs.Add(p+".channel", "unknown channel %q (known: %s)", sub.Channel, strings.Join(channelNames, ", "))
+		switch sub.Channel {
+		case "":
+		case "webhook":
+			addPrefixed(&errs, p, webhook.CheckSubscription(&sub))
+		default:
+			if !knownChannel(sub.Channel) {
+				errs.Add(p+".channel", "unknown channel %q (known: %s)", sub.Channel, strings.Join(channelNames, ", "))
+			}
 		}
 	}
 	payload := c.NATS.MaxPayload
@@ -170,4 +186,18 @@ func knownChannel(name string) bool {
 		}
 	}
 	return false
+}
+
+func addPrefixed(errs *config.Errors, prefix string, err error) {
+	if err == nil {
+		return
+	}
+	var es config.Errors
+	if errors.As(err, &es) {
+		for _, e := range es {
+			*errs = append(*errs, config.FieldError{Path: prefix + "." + e.Path, Reason: e.Reason})
+		}
+		return
+	}
+	errs.Add(prefix, "%v", err)
 }

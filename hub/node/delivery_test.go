@@ -18,6 +18,7 @@ import (
 	"github.com/hubproject/hub/hub/hubtest"
 	"github.com/hubproject/hub/hub/node"
 	"github.com/hubproject/hub/publisher"
+	"github.com/hubproject/hub/subscribers/webhook"
 )
 
 // fanoutHub starts a hub whose "log" and "webhook" channels are captures,
@@ -74,7 +75,12 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 }
 
 func sub(id, channel string, events ...string) hub.Subscription {
-	return hub.Subscription{ID: id, Channel: channel, Events: events}
+	s := hub.Subscription{ID: id, Channel: channel, Events: events}
+	if channel == "webhook" {
+		s.URL = "https://receiver.example.com/" + id
+		s.Secret = config.Secret(webhook.GenerateSecret())
+	}
+	return s
 }
 
 func TestFanOutEveryPairDelivered(t *testing.T) {

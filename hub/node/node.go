@@ -19,12 +19,14 @@ import (
 	"github.com/hubproject/hub/hub/dispatch"
 	"github.com/hubproject/hub/hub/dlq"
 	sublog "github.com/hubproject/hub/subscribers/log"
+	"github.com/hubproject/hub/subscribers/webhook"
 )
 
 // Node is one running hub.
 type Node struct {
-	cfg Config
-	log zerolog.Logger
+	cfg     Config
+	log     zerolog.Logger
+	version string
 
 	srv *embedded.Server
 	nc  *nats.Conn
@@ -53,6 +55,9 @@ type Option func(*Node)
 // WithLogger sets the root logger.
 func WithLogger(l zerolog.Logger) Option { return func(n *Node) { n.log = l } }
 
+// WithVersion sets the version reported to receivers (User-Agent).
+func WithVersion(v string) Option { return func(n *Node) { n.version = v } }
+
 // WithChannel sets the implementation of a channel, replacing the one the
 // config would build (tests use a capture; programs can add their own).
 func WithChannel(name string, ch hub.Channel) Option {
@@ -66,7 +71,7 @@ func WithObserver(o dispatch.Observer) Option {
 
 // New returns a Node for cfg; Start runs it.
 func New(cfg Config, opts ...Option) *Node {
-	n := &Node{cfg: cfg, log: zerolog.Nop(), channels: map[string]hub.Channel{}, dispatchers: map[string]*dispatch.Dispatcher{}}
+	n := &Node{cfg: cfg, log: zerolog.Nop(), version: "dev", channels: map[string]hub.Channel{}, dispatchers: map[string]*dispatch.Dispatcher{}}
 	for _, o := range opts {
 		o(n)
 	}
@@ -332,6 +337,8 @@ func (n *Node) buildChannel(name string) (hub.Channel, error) {
 	switch name {
 	case "log":
 		return sublog.New(n.log.With().Str("component", "channel").Logger()), nil
+	case "webhook":
+		return webhook.New(n.cfg.Channels.Webhook, webhook.WithLogger(n.log.With().Str("component", "webhook").Logger()), webhook.WithVersion(n.version))
 	}
 	return nil, fmt.Errorf("channel %s is used by a subscription but not available in this build", name)
 }

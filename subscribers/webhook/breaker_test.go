@@ -1,0 +1,232 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hubproject/hub/config"
+	"github.com/hubproject/hub/hub"
+)
+
+// waitForProbe sends until the breaker lets a request through (it was
+// open for openFor), returning that send's error. Sends refused meanwhile
+// must be deferrals.
+func waitForProbe(t *testing.T, s *Sender, d *hub.Delivery) error {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		err := s.Send(context.Background(), d)
+		if _, deferred := hub.DeferDelay(err); !deferred {
+			return err
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("the breaker never let a probe through")
+		}
+	}
+}
+
+func TestBreakerOpensDefersAndProbes(t *testing.T) {
+	const failures = 3
+	openFor := time.Second // long enough that a loaded machine still sees it open
+	var healthy atomic.Bool
+	dead := newReceiver(t, func(w http.ResponseWriter, _ *http.Request) {
+		if healthy.Load() {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	good := newReceiver(t, status(http.StatusOK))
+	s := newSender(t, func(c *Config) {
+		c.Breaker = BreakerConfig{Enabled: true, Failures: failures, OpenFor: config.Duration(openFor)}
+	})
+	d := newDelivery(t, dead.URL+"/a")
+
+	for i := 0; i < failures; i++ {
+		err := s.Send(context.Background(), d)
+		if err == nil || hub.IsPermanent(err) {
+			t.Fatalf("failure %d: %v", i+1, err)
+		}
+		if _, deferred := hub.DeferDelay(err); deferred {
+			t.Fatalf("deferred after only %d failures", i)
+		}
+	}
+	// Open: deferred without a request, for at most open_for. Another path
+	// on the same endpoint shares the breaker.
+	for _, path := range []string{"/a", "/b"} {
+		err := s.Send(context.Background(), newDelivery(t, dead.URL+path))
+		delay, deferred := hub.DeferDelay(err)
+		if !deferred || delay <= 0 || delay > openFor {
+			t.Fatalf("Send while open = %v (delay %s), want Defer within %s", err, delay, openFor)
+		}
+		if hub.IsPermanent(err) || !errors.Is(err, ErrCircuitOpen) {
+			t.Fatalf("deferral %v: want ErrCircuitOpen, not permanent", err)
+		}
+	}
+	if n := dead.requests.Load(); n != failures {
+		t.Fatalf("dead endpoint got %d requests, want %d (none while open)", n, failures)
+	}
+	// Another endpoint is unaffected.
+	if err := s.Send(context.Background(), newDelivery(t, good.URL)); err != nil {
+		t.Fatalf("healthy endpoint while another's breaker is open: %v", err)
+	}
+
+	// After open_for one probe goes through; it fails, so the breaker opens again.
+	if err := waitForProbe(t, s, d); err == nil {
+		t.Fatal("probe succeeded against a failing endpoint")
+	}
+	if n := dead.requests.Load(); n != failures+1 {
+		t.Fatalf("dead endpoint got %d requests, want %d", n, failures+1)
+	}
+	if _, deferred := hub.DeferDelay(s.Send(context.Background(), d)); !deferred {
+		t.Fatal("a failed probe did not reopen the breaker")
+	}
+
+	// The endpoint recovers: the next probe succeeds and closes the breaker.
+	healthy.Store(true)
+	if err := waitForProbe(t, s, d); err != nil {
+		t.Fatalf("probe against the recovered endpoint: %v", err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := s.Send(context.Background(), d); err != nil {
+			t.Fatalf("after the breaker closed: %v", err)
+		}
+	}
+	if n := dead.requests.Load(); n != failures+5 {
+		t.Fatalf("endpoint got %d requests, want %d", n, failures+5)
+	}
+}
+
+func TestBreakerHalfOpenAllowsOneProbe(t *testing.T) {
+	entered := make(chan struct{}, 8)
+	release := make(chan struct{})
+	var failing atomic.Bool
+	failing.Store(true)
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request) {
+		if failing.Load() {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		entered <- struct{}{}
+		<-release
+	})
+	openFor := 200 * time.Millisecond
+	s := newSender(t, func(c *Config) {
+		c.Breaker = BreakerConfig{Enabled: true, Failures: 1, OpenFor: config.Duration(openFor)}
+	})
+	d := newDelivery(t, rc.URL)
+	if err := s.Send(context.Background(), d); err == nil {
+		t.Fatal("want a failure")
+	}
+	failing.Store(false)
+	// Wait until open_for has passed, then start the probe, held by the receiver.
+	b := s.breakers.get(endpointKey(mustParseEndpoint(t, rc.URL)), nil)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for b.cb.State().String() != "half-open" {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("breaker never became half-open")
+		}
+	}
+	probe := make(chan error, 1)
+	go func() { probe <- s.Send(context.Background(), d) }()
+	<-entered
+	// While the probe is out, other sends are deferred briefly.
+	err := s.Send(context.Background(), d)
+	if delay, deferred := hub.DeferDelay(err); !deferred || delay <= 0 || delay > openFor {
+		t.Fatalf("Send during the probe = %v, want a short Defer", err)
+	}
+	close(release)
+	if err := <-probe; err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	if got := b.cb.State().String(); got != "closed" {
+		t.Fatalf("breaker %s after a good probe", got)
+	}
+}
+
+func mustParseEndpoint(t *testing.T, raw string) *url.URL {
+	t.Helper()
+	u, err := parseEndpoint(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func TestBreakerIgnoresPermanentFailures(t *testing.T) {
+	rc := newReceiver(t, status(http.StatusBadRequest))
+	s := newSender(t, func(c *Config) { c.Breaker.Failures = 2 })
+	for i := 0; i < 6; i++ {
+		err := s.Send(context.Background(), newDelivery(t, rc.URL))
+		if !hub.IsPermanent(err) {
+			t.Fatalf("send %d: %v, want Permanent (400s must not open the breaker)", i+1, err)
+		}
+	}
+	if n := rc.requests.Load(); n != 6 {
+		t.Fatalf("%d requests, want 6", n)
+	}
+}
+
+func TestBreakerDisabled(t *testing.T) {
+	rc := newReceiver(t, status(http.StatusInternalServerError))
+	s := newSender(t, func(c *Config) { c.Breaker.Enabled = false; c.Breaker.Failures = 1 })
+	for i := 0; i < 5; i++ {
+		if _, deferred := hub.DeferDelay(s.Send(context.Background(), newDelivery(t, rc.URL))); deferred {
+			t.Fatal("deferred with the breaker disabled")
+		}
+	}
+	if n := rc.requests.Load(); n != 5 {
+		t.Fatalf("%d requests, want 5", n)
+	}
+}
+
+func TestBreakerCancelledSendsDoNotCount(t *testing.T) {
+	rc := newReceiver(t, status(http.StatusOK))
+	s := newSender(t, func(c *Config) { c.Breaker.Failures = 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := 0; i < 3; i++ {
+		err := s.Send(ctx, newDelivery(t, rc.URL))
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Send with a cancelled context = %v", err)
+		}
+	}
+	if err := s.Send(context.Background(), newDelivery(t, rc.URL)); err != nil {
+		t.Fatalf("cancelled sends opened the breaker: %v", err)
+	}
+}
+
+func TestTrackedEndpointsAreBounded(t *testing.T) {
+	c := newLRU[int](3)
+	made := 0
+	mk := func() int { made++; return made }
+	for i := 0; i < 10; i++ {
+		c.get("k"+strconv.Itoa(i), mk)
+		c.get("k0", mk) // k0 stays recently used
+	}
+	if c.len() != 3 {
+		t.Fatalf("len %d, want 3", c.len())
+	}
+	if v := c.get("k0", mk); v != 1 {
+		t.Fatalf("the most used entry was evicted (got %d)", v)
+	}
+	before := made
+	c.get("k1", mk)
+	if made != before+1 {
+		t.Fatal("an evicted entry was still present")
+	}
+}

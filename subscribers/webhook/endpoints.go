@@ -1,0 +1,125 @@
+package webhook
+
+import (
+	"container/list"
+	"errors"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/sony/gobreaker/v2"
+)
+
+// maxTracked caps how many endpoints (breakers) and subscriptions (rate
+// limiters) are tracked. Runtime subscriptions make both sets open-ended, so
+// the least recently used entry is dropped past the cap; a dropped breaker
+// or limiter only forgets its history.
+const maxTracked = 10_000
+
+// lru is a map capped at max entries that drops the least recently used.
+type lru[V any] struct {
+	mu  sync.Mutex
+	max int
+	ll  *list.List // of *lruEntry[V], most recently used first
+	m   map[string]*list.Element
+}
+
+type lruEntry[V any] struct {
+	key string
+	val V
+}
+
+func newLRU[V any](max int) *lru[V] {
+	return &lru[V]{max: max, ll: list.New(), m: make(map[string]*list.Element)}
+}
+
+// get returns the value for key, making it with mk when absent.
+func (c *lru[V]) get(key string, mk func() V) V {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[key]; ok {
+		c.ll.MoveToFront(e)
+		return e.Value.(*lruEntry[V]).val
+	}
+	v := mk()
+	c.m[key] = c.ll.PushFront(&lruEntry[V]{key: key, val: v})
+	if c.ll.Len() > c.max {
+		last := c.ll.Back()
+		c.ll.Remove(last)
+		delete(c.m, last.Value.(*lruEntry[V]).key)
+	}
+	return v
+}
+
+func (c *lru[V]) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ll.Len()
+}
+
+// Results reported to a breaker. Only "failed" counts towards opening it;
+// "not sent" is excluded (nothing reached the endpoint, so it says nothing
+// about its health).
+var (
+	errBreakerFailed  = errors.New("endpoint failed")
+	errBreakerNotSent = errors.New("nothing sent")
+)
+
+// breaker is one endpoint's circuit breaker.
+type breaker struct {
+	cb      *gobreaker.TwoStepCircuitBreaker[struct{}]
+	openFor time.Duration
+	// openUntil is when the open state ends (unix nanoseconds), so a
+	// refused send can say how long to wait.
+	openUntil atomic.Int64
+}
+
+func newBreaker(key string, cfg BreakerConfig, log zerolog.Logger) *breaker {
+	b := &breaker{openFor: cfg.OpenFor.D()}
+	failures := uint32(cfg.Failures)
+	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        key,
+		MaxRequests: 1, // one probe when half-open
+		Timeout:     b.openFor,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+		IsExcluded:  func(err error) bool { return errors.Is(err, errBreakerNotSent) },
+		// Called with the breaker's lock held: record and log only.
+		OnStateChange: func(name string, _, to gobreaker.State) {
+			switch to {
+			case gobreaker.StateOpen:
+				b.openUntil.Store(time.Now().Add(b.openFor).UnixNano())
+				log.Warn().Str("endpoint", name).Dur("open_for", b.openFor).Msg("circuit breaker opened: endpoint keeps failing, deliveries wait")
+			case gobreaker.StateHalfOpen:
+				log.Debug().Str("endpoint", name).Msg("circuit breaker half-open: sending one probe")
+			case gobreaker.StateClosed:
+				log.Info().Str("endpoint", name).Msg("circuit breaker closed: endpoint answers again")
+			}
+		},
+	})
+	return b
+}
+
+// halfOpenWait is how long deliveries wait while the half-open probe is
+// still out: its answer comes within one request timeout, usually sooner.
+const halfOpenWait = time.Second
+
+// wait is how long a delivery refused by the open breaker should wait.
+func (b *breaker) wait() time.Duration {
+	d := time.Until(time.Unix(0, b.openUntil.Load()))
+	if d <= 0 {
+		// Half-open with the probe in flight.
+		d = min(halfOpenWait, b.openFor)
+	}
+	return d
+}
+
+// rateLimitMaxWait is the longest a Send waits for a subscription's rate
+// limiter; beyond it the delivery is deferred so it does not hold a worker.
+const rateLimitMaxWait = time.Second
+
+// burstFor lets a subscription send up to one second's worth at once.
+func burstFor(perSecond float64) int {
+	return int(max(1, min(math.Ceil(perSecond), 1e6)))
+}
