@@ -31,6 +31,7 @@ func commands() []command {
 		{"serve", "run the hub", runServe},
 		{"validate", "check a configuration file", runValidate},
 		{"publish", "publish one event over NATS", runPublish},
+		{"gather", "ask a gather route: hub gather ROUTE key=value ...", runGather},
 		{"dlq", "list, replay or drop dead letters (list|replay|drop)", runDLQ},
 		{"version", "print the version", runVersion},
 	}

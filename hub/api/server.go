@@ -108,7 +108,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		Error(w, status, fmt.Sprintf("%s %s: %s", r.Method, r.URL.Path, http.StatusText(status)))
 		return
 	}
-	h.ServeHTTP(w, r)
+	// The mux itself sets the path values ({id}, {route}).
+	s.mux.ServeHTTP(w, r)
 }
 
 // Listen binds the configured address; Serve then serves on it. Split so the

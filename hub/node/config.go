@@ -15,6 +15,7 @@ import (
 	"github.com/hubproject/hub/embedded"
 	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/api"
+	"github.com/hubproject/hub/hub/gather"
 	"github.com/hubproject/hub/subscribers/webhook"
 )
 
@@ -30,6 +31,8 @@ type Config struct {
 	Channels ChannelsConfig `yaml:"channels"`
 	// Subscriptions is the fan-out table.
 	Subscriptions []hub.Subscription `yaml:"subscriptions" validate:"dive"`
+	// Gather holds the scatter-gather routes.
+	Gather gather.Config `yaml:"gather"`
 }
 
 // ChannelsConfig holds each channel's settings.
@@ -83,6 +86,7 @@ func DefaultConfig() Config {
 		Events:   hub.DefaultEventsConfig(),
 		Delivery: hub.DefaultDeliveryConfig(),
 		Channels: ChannelsConfig{Webhook: webhook.DefaultConfig()},
+		Gather:   gather.DefaultConfig(),
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/hubproject/hub/hub/api"
 	"github.com/hubproject/hub/hub/dispatch"
 	"github.com/hubproject/hub/hub/dlq"
+	"github.com/hubproject/hub/hub/gather"
 	sublog "github.com/hubproject/hub/subscribers/log"
 	"github.com/hubproject/hub/subscribers/webhook"
 )
@@ -40,6 +41,8 @@ type Node struct {
 
 	subsMu sync.Mutex
 	subs   []hub.Subscription
+
+	gather *gather.Gatherer
 
 	api      *api.Server
 	ln       net.Listener
@@ -115,12 +118,25 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startDispatchers(ctx); err != nil {
 		return err
 	}
+	if len(n.cfg.Gather.Routes) > 0 {
+		g, err := gather.New(n.cfg.Gather, n.nc, gather.WithLogger(n.log.With().Str("component", "gather").Logger()))
+		if err != nil {
+			return err
+		}
+		if err := g.Start(ctx); err != nil {
+			return err
+		}
+		n.gather = g
+	}
 	if n.cfg.HTTP.Listen != "" {
 		a, err := api.New(n.cfg.HTTP, n.cfg.Events, js, api.WithLogger(n.log.With().Str("component", "http").Logger()))
 		if err != nil {
 			return err
 		}
 		n.dlq.Mount(a)
+		if n.gather != nil {
+			a.Handle("/v1/gather/{route}", n.gather.HTTPHandler())
+		}
 		ln, err := a.Listen()
 		if err != nil {
 			return err
@@ -231,6 +247,9 @@ func (n *Node) shutdown(ctx context.Context) error {
 			}
 			return <-n.httpDone
 		})
+	}
+	if n.gather != nil {
+		step("gather", 10*time.Second, n.gather.Stop)
 	}
 	if len(n.dispatchers) > 0 {
 		step("drain deliveries", n.cfg.Delivery.ShutdownTimeout.D(), func(ctx context.Context) error {
