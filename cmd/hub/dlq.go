@@ -56,7 +56,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	store := dlq.NewStore(js)
+	store := dlq.NewStore(js, nil)
 	switch sub {
 	case "list":
 		items, err := store.List(ctx, dlq.Filter{Channel: *channel, Subscription: *subscription, Limit: *limit})

@@ -38,18 +38,48 @@ type Route struct {
 	Render func(ev *hub.Event) (recipients []string, content hub.Content, err error)
 }
 
+// Outcome kinds.
+const (
+	// KindRouted: the event matched a target (subscription, recipient);
+	// reported once, before its first attempt.
+	KindRouted = "routed"
+	// KindDelivered: an attempt succeeded.
+	KindDelivered = "delivered"
+	// KindFailed: an attempt failed; Permanent says whether it is final
+	// (the target goes to the DLQ) or will be retried after RetryIn.
+	KindFailed = "failed"
+	// KindDeferred: the channel asked to wait without spending the attempt.
+	KindDeferred = "deferred"
+	// KindDeadLettered: a dead letter was written (Reason, DLQID).
+	KindDeadLettered = "dead_lettered"
+	// KindReplayed: a dead letter was replayed.
+	KindReplayed = "replayed"
+	// KindDisabled: a subscription was disabled (Reason).
+	KindDisabled = "disabled"
+	// KindUnmatched: the event matched no subscription of the channel.
+	KindUnmatched = "unmatched"
+	// KindInvalid: the stored envelope failed validation (dead-lettered).
+	KindInvalid = "invalid"
+)
+
 // Outcome is reported to the Observer after every attempt and decision.
 type Outcome struct {
-	Kind         string // "delivered", "retry", "dead", "deferred", "unmatched", "invalid"
+	Kind         string
+	At           time.Time
 	Channel      string
 	Subscription string
 	EventID      string
+	EventType    string
 	DeliveryID   string
 	Recipient    string
 	Attempt      int
 	Duration     time.Duration
 	Err          error
-	Result       hub.Outcome
+	Permanent    bool
+	RetryIn      time.Duration
+	Result       hub.Outcome // what the far side answered
+	Reason       string
+	DLQID        uint64
 }
 
 // Observer receives outcomes (metrics, audit, tests). It must not block.
@@ -331,11 +361,19 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	}
 	if len(targets) == 0 {
 		_ = msg.Ack()
-		d.obs(Outcome{Kind: "unmatched", Channel: d.channel, EventID: ev.ID})
+		d.obs(Outcome{Kind: KindUnmatched, At: d.now(), Channel: d.channel, EventID: ev.ID, EventType: ev.Type})
 		return
 	}
-	stop := d.keepAlive(msg)
 	now := d.now()
+	for _, t := range targets {
+		o := Outcome{Kind: KindRouted, At: now, Channel: d.channel, Subscription: t.route.Sub.ID, EventID: ev.ID,
+			EventType: ev.Type, DeliveryID: hub.DeliveryID(ev.ID, t.route.Sub.ID, t.recipient), Recipient: t.recipient}
+		if t.renderErr != nil {
+			o.Kind, o.Permanent, o.Err, o.Reason = KindFailed, true, t.renderErr, "render: "+t.renderErr.Error()
+		}
+		d.obs(o)
+	}
+	stop := d.keepAlive(msg)
 	if len(targets) == 1 {
 		d.sendTarget(ctx, ev, msg.Data(), targets[0], now)
 	} else {
@@ -491,19 +529,24 @@ func (d *Dispatcher) send(ctx context.Context, del *hub.Delivery) (err error, to
 
 func (d *Dispatcher) report(del *hub.Delivery, err error, took time.Duration, attempt int) {
 	o := Outcome{
-		Kind: "delivered", Channel: d.channel, Subscription: del.Subscription.ID, EventID: del.Event.ID,
-		DeliveryID: del.ID, Recipient: del.Recipient, Attempt: attempt, Duration: took, Err: err, Result: del.Outcome,
+		Kind: KindDelivered, At: d.now(), Channel: d.channel, Subscription: del.Subscription.ID, EventID: del.Event.ID,
+		EventType: del.Event.Type, DeliveryID: del.ID, Recipient: del.Recipient, Attempt: attempt, Duration: took,
+		Err: err, Result: del.Outcome,
 	}
 	l := d.log.Debug()
 	switch {
 	case err == nil:
 	case hub.IsPermanent(err):
-		o.Kind = "dead"
+		o.Kind, o.Permanent = KindFailed, true
 		l = d.log.Warn()
 	default:
-		o.Kind = "retry"
-		if _, ok := hub.DeferDelay(err); ok {
-			o.Kind = "deferred"
+		o.Kind = KindFailed
+		if dl, ok := hub.DeferDelay(err); ok {
+			o.Kind, o.RetryIn = KindDeferred, dl
+		} else if attempt >= d.cfg.MaxAttempts {
+			o.Permanent = true
+		} else {
+			o.RetryIn = d.retryDelay(err, attempt)
 		}
 		l = d.log.Info()
 	}
@@ -624,7 +667,7 @@ func (d *Dispatcher) invalidEvent(ctx context.Context, msg jetstream.Msg, cause 
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
-	d.obs(Outcome{Kind: "invalid", Channel: d.channel, Err: cause})
+	d.obs(Outcome{Kind: KindInvalid, At: d.now(), Channel: d.channel, Err: cause, Reason: cause.Error()})
 	_ = msg.Ack()
 }
 

@@ -42,11 +42,17 @@ func (f Filter) subject() string {
 
 // Store reads and changes the DLQ.
 type Store struct {
-	js jetstream.JetStream
+	js       jetstream.JetStream
+	onReplay func(DeadLetter)
 }
 
-// NewStore returns a Store over js.
-func NewStore(js jetstream.JetStream) *Store { return &Store{js: js} }
+// NewStore returns a Store over js; onReplay (may be nil) sees every replay.
+func NewStore(js jetstream.JetStream, onReplay func(DeadLetter)) *Store {
+	if onReplay == nil {
+		onReplay = func(DeadLetter) {}
+	}
+	return &Store{js: js, onReplay: onReplay}
+}
 
 // List returns dead letters oldest first.
 func (s *Store) List(ctx context.Context, f Filter) ([]DeadLetter, error) {
@@ -142,6 +148,7 @@ func (s *Store) Replay(ctx context.Context, id uint64) (DeadLetter, error) {
 	if err := s.Drop(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
 		return dl, err
 	}
+	s.onReplay(dl)
 	return dl, nil
 }
 

@@ -110,8 +110,15 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	n.dlq = dlq.NewStore(js)
-	n.dlqProc = dlq.NewProcessor(js, n.log.With().Str("component", "dlq").Logger(), nil)
+	n.dlq = dlq.NewStore(js, func(dl dlq.DeadLetter) {
+		n.observe(dispatch.Outcome{Kind: dispatch.KindReplayed, At: time.Now(), Channel: dl.Channel, Subscription: dl.Subscription,
+			EventID: dl.EventID, EventType: dl.EventType, DeliveryID: dl.DeliveryID, Recipient: dl.Recipient, DLQID: dl.ID})
+	})
+	n.dlqProc = dlq.NewProcessor(js, n.log.With().Str("component", "dlq").Logger(), func(dl dlq.DeadLetter) {
+		n.observe(dispatch.Outcome{Kind: dispatch.KindDeadLettered, At: dl.DeadAt, Channel: dl.Channel, Subscription: dl.Subscription,
+			EventID: dl.EventID, EventType: dl.EventType, DeliveryID: dl.DeliveryID, Recipient: dl.Recipient, Attempt: dl.Attempts,
+			Reason: dl.Reason, DLQID: dl.ID, Permanent: true})
+	})
 	if err := n.dlqProc.Start(ctx); err != nil {
 		return err
 	}
@@ -331,15 +338,10 @@ func (n *Node) startDispatchers(ctx context.Context) error {
 		}
 		n.channels[name] = ch
 	}
-	obs := func(o dispatch.Outcome) {
-		for _, f := range n.observers {
-			f(o)
-		}
-	}
 	for name := range byChannel {
 		d := dispatch.New(name, n.channels[name], n.js, n.cfg.Delivery,
 			dispatch.WithLogger(n.log.With().Str("component", "dispatch").Logger()),
-			dispatch.WithObserver(obs),
+			dispatch.WithObserver(n.observe),
 			dispatch.WithDisabler(n.disableSubscription))
 		n.dispatchers[name] = d
 	}
@@ -391,6 +393,14 @@ func (n *Node) disableSubscription(_ context.Context, id, reason string) {
 	if changed {
 		n.log.Warn().Str("subscription", id).Str("reason", reason).Msg("subscription disabled")
 		n.applyRoutes()
+		n.observe(dispatch.Outcome{Kind: dispatch.KindDisabled, At: time.Now(), Subscription: id, Reason: reason})
+	}
+}
+
+// observe hands an outcome to every observer.
+func (n *Node) observe(o dispatch.Outcome) {
+	for _, f := range n.observers {
+		f(o)
 	}
 }
 
