@@ -3,6 +3,7 @@ package dlq
 import (
 	"errors"
 	"net/http"
+	"regexp"
 	"strconv"
 
 	"github.com/hubproject/hub/hub"
@@ -31,7 +32,7 @@ func (s *Store) httpList(w http.ResponseWriter, r *http.Request) {
 		f.Limit = n
 	}
 	for _, v := range []struct{ name, val string }{{"channel", f.Channel}, {"subscription", f.Subscription}} {
-		if v.val != "" && !hub.ValidType(v.val) {
+		if v.val != "" && !tokenRe.MatchString(v.val) {
 			api.Error(w, http.StatusBadRequest, "invalid filter", hub.FieldError{Field: v.name, Reason: "must be letters, digits, '_' or '-'"})
 			return
 		}
@@ -43,6 +44,8 @@ func (s *Store) httpList(w http.ResponseWriter, r *http.Request) {
 	}
 	api.WriteJSON(w, http.StatusOK, map[string]any{"items": items, "count": len(items)})
 }
+
+var tokenRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 func pathID(w http.ResponseWriter, r *http.Request) (uint64, bool) {
 	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
