@@ -3,7 +3,9 @@ package webhook
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"sync/atomic"
@@ -228,5 +230,53 @@ func TestTrackedEndpointsAreBounded(t *testing.T) {
 	c.get("k1", mk)
 	if made != before+1 {
 		t.Fatal("an evicted entry was still present")
+	}
+}
+
+// TestStalledEndpointIsCapped: an endpoint that accepts requests and never
+// answers holds at most stalled_max_in_flight of them once it is stalled;
+// the rest are deferred without being sent.
+func TestStalledEndpointIsCapped(t *testing.T) {
+	release := make(chan struct{})
+	var started atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		started.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	s := newSender(t, func(c *Config) {
+		c.Breaker.Enabled = false
+		c.StalledMaxInFlight = 2
+		c.Timeout = config.Duration(10 * time.Second)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := make(chan error, 20)
+	// Four requests go out while the endpoint is fresh (the first second
+	// counts as activity), then it stalls.
+	for i := 0; i < 4; i++ {
+		go func() { errs <- s.Send(ctx, newDelivery(t, srv.URL)) }()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for started.Load() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d requests started", started.Load())
+		}
+		<-time.After(5 * time.Millisecond)
+	}
+	// The stall window passing is the behaviour under test.
+	<-time.After(stallWindow + 100*time.Millisecond)
+	err := s.Send(ctx, newDelivery(t, srv.URL))
+	if d, ok := hub.DeferDelay(err); !ok || d <= 0 || started.Load() != 4 {
+		t.Fatalf("want a deferral with nothing sent, got %v after %d requests", err, started.Load())
+	}
+	cancel()
+	for i := 0; i < 4; i++ {
+		<-errs
 	}
 }

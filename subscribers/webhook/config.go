@@ -30,6 +30,12 @@ type Config struct {
 	MaxResponseBytes int `yaml:"max_response_bytes" validate:"gte=0,lte=65536"`
 	// Breaker is the per-endpoint circuit breaker.
 	Breaker BreakerConfig `yaml:"breaker"`
+	// StalledMaxInFlight caps the requests in flight to one endpoint while
+	// it is stalled (none of its requests finished in the last second), so a
+	// hanging endpoint cannot hold every worker before its breaker opens;
+	// the rest wait without spending an attempt. A busy but answering
+	// endpoint is never capped. 0 turns the cap off.
+	StalledMaxInFlight int `yaml:"stalled_max_in_flight" validate:"gte=0"`
 }
 
 // BreakerConfig configures the per-endpoint circuit breaker: after Failures
@@ -49,6 +55,7 @@ const (
 	DefaultMaxResponseBytes    = 512
 	DefaultBreakerFailures     = 5
 	DefaultBreakerOpenFor      = 30 * time.Second
+	DefaultStalledMaxInFlight  = 4
 )
 
 // DefaultConfig returns the defaults: 15s timeout, SSRF guard on, breaker on.
@@ -57,6 +64,7 @@ func DefaultConfig() Config {
 		Timeout:             config.Duration(DefaultTimeout),
 		MaxIdleConnsPerHost: DefaultMaxIdleConnsPerHost,
 		MaxResponseBytes:    DefaultMaxResponseBytes,
+		StalledMaxInFlight:  DefaultStalledMaxInFlight,
 		Breaker: BreakerConfig{
 			Enabled:  true,
 			Failures: DefaultBreakerFailures,

@@ -123,3 +123,39 @@ const rateLimitMaxWait = time.Second
 func burstFor(perSecond float64) int {
 	return int(max(1, min(math.Ceil(perSecond), 1e6)))
 }
+
+// stallWindow: an endpoint none of whose requests finished within it, while
+// some are in flight, is stalled.
+const stallWindow = time.Second
+
+// stallDefer is how long a delivery refused by the stall cap waits.
+const stallDefer = time.Second
+
+// flight tracks one endpoint's requests in flight and when one last
+// finished.
+type flight struct {
+	n        atomic.Int64
+	lastDone atomic.Int64 // unix nanoseconds
+}
+
+func newFlight() *flight {
+	f := &flight{}
+	f.lastDone.Store(time.Now().UnixNano())
+	return f
+}
+
+// enter admits a request unless the endpoint is stalled and already has
+// max requests out.
+func (f *flight) enter(max int) bool {
+	n := f.n.Add(1)
+	if max > 0 && n > int64(max) && time.Since(time.Unix(0, f.lastDone.Load())) > stallWindow {
+		f.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (f *flight) leave() {
+	f.lastDone.Store(time.Now().UnixNano())
+	f.n.Add(-1)
+}

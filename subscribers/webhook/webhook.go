@@ -79,6 +79,7 @@ type Sender struct {
 	log       zerolog.Logger
 	userAgent string
 	breakers  *lru[*breaker] // nil when the breaker is disabled
+	flights   *lru[*flight]
 	limiters  *lru[*rate.Limiter]
 	closed    atomic.Bool
 }
@@ -148,6 +149,7 @@ func New(cfg Config, opts ...Option) (*Sender, error) {
 		log:       o.log.With().Str("channel", "webhook").Logger(),
 		userAgent: "hub/" + o.version,
 		limiters:  newLRU[*rate.Limiter](maxTracked),
+		flights:   newLRU[*flight](maxTracked),
 	}
 	if cfg.Breaker.Enabled {
 		s.breakers = newLRU[*breaker](maxTracked)
@@ -221,7 +223,12 @@ func (s *Sender) Send(ctx context.Context, d *hub.Delivery) (err error) {
 	if err := s.waitRate(ctx, sub, u.Host); err != nil {
 		return err
 	}
+	fl := s.flights.get(endpointKey(u), newFlight)
+	if !fl.enter(s.cfg.StalledMaxInFlight) {
+		return hub.Defer(fmt.Errorf("webhook %s: endpoint stalled with %d requests in flight; not sent", u.Host, s.cfg.StalledMaxInFlight), stallDefer)
+	}
 	err = s.post(ctx, d, u, keys)
+	fl.leave()
 	if s.closed.Load() {
 		// Closed while this request was out: its connection went back to
 		// the pool after Close emptied it.
