@@ -16,6 +16,9 @@ import (
 	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/api"
 	"github.com/hubproject/hub/hub/gather"
+	"github.com/hubproject/hub/hub/render"
+	"github.com/hubproject/hub/subscribers/email"
+	"github.com/hubproject/hub/subscribers/sms"
 	"github.com/hubproject/hub/subscribers/webhook"
 )
 
@@ -38,6 +41,9 @@ type Config struct {
 // ChannelsConfig holds each channel's settings.
 type ChannelsConfig struct {
 	Webhook webhook.Config `yaml:"webhook"`
+	// Email and SMS are off unless configured.
+	Email *email.Config `yaml:"email"`
+	SMS   *sms.Config   `yaml:"sms"`
 }
 
 // LogConfig configures the root logger.
@@ -136,6 +142,13 @@ func (c *Config) Validate() error {
 		case "":
 		case "webhook":
 			addPrefixed(&errs, p, webhook.CheckSubscription(&sub))
+		case "email", "sms":
+			if (sub.Channel == "email" && c.Channels.Email == nil) || (sub.Channel == "sms" && c.Channels.SMS == nil) {
+				errs.Add(p+".channel", "channel %s is not configured: add channels.%s", sub.Channel, sub.Channel)
+			}
+			if _, err := render.Compile(&sub); err != nil {
+				addPrefixed(&errs, p, err)
+			}
 		default:
 			if !knownChannel(sub.Channel) {
 				errs.Add(p+".channel", "unknown channel %q (known: %s)", sub.Channel, strings.Join(channelNames, ", "))

@@ -19,6 +19,10 @@ import (
 	"github.com/hubproject/hub/hub/dispatch"
 	"github.com/hubproject/hub/hub/dlq"
 	"github.com/hubproject/hub/hub/gather"
+	"github.com/hubproject/hub/hub/render"
+	"github.com/hubproject/hub/hub/subs"
+	"github.com/hubproject/hub/subscribers/email"
+	"github.com/hubproject/hub/subscribers/sms"
 	sublog "github.com/hubproject/hub/subscribers/log"
 	"github.com/hubproject/hub/subscribers/webhook"
 )
@@ -39,8 +43,10 @@ type Node struct {
 	dlq         *dlq.Store
 	observers   []dispatch.Observer
 
-	subsMu sync.Mutex
-	subs   []hub.Subscription
+	subsStore *subs.Store
+	tmpls     map[string]*render.Templates // compiled templates of config subscriptions
+	subsMu    sync.Mutex
+	subs      []hub.Subscription
 
 	gather *gather.Gatherer
 
@@ -122,6 +128,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.dlqProc.Start(ctx); err != nil {
 		return err
 	}
+	st, err := subs.New(ctx, js, n.cfg.Subscriptions,
+		subs.WithLogger(n.log.With().Str("component", "subscriptions").Logger()),
+		subs.WithReplicas(n.cfg.Events.Replicas),
+		subs.WithOnChange(n.setSubscriptions))
+	if err != nil {
+		return err
+	}
+	n.subsStore = st
 	if err := n.startDispatchers(ctx); err != nil {
 		return err
 	}
@@ -141,6 +155,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 		n.dlq.Mount(a)
+		n.subsStore.Mount(a)
 		if n.gather != nil {
 			a.Handle("/v1/gather/{route}", n.gather.HTTPHandler())
 		}
@@ -281,6 +296,9 @@ func (n *Node) shutdown(ctx context.Context) error {
 	if n.dlqProc != nil {
 		step("dead letters", 5*time.Second, n.dlqProc.Stop)
 	}
+	if n.subsStore != nil {
+		step("subscriptions", 5*time.Second, n.subsStore.Stop)
+	}
 	step("close channels", 10*time.Second, n.closeChannels)
 	if n.nc != nil {
 		step("nats connection", 10*time.Second, func(ctx context.Context) error {
@@ -318,15 +336,21 @@ func drainConn(ctx context.Context, nc *nats.Conn) error {
 }
 
 // startDispatchers builds the channels the subscriptions need and starts
-// one dispatcher per channel.
+// one dispatcher per channel. Webhooks always run: subscriptions can be
+// added at runtime.
 func (n *Node) startDispatchers(ctx context.Context) error {
-	n.subs = append([]hub.Subscription(nil), n.cfg.Subscriptions...)
-	for i := range n.subs {
-		n.subs[i].Origin = "config"
-	}
-	byChannel := map[string]bool{}
-	for _, s := range n.subs {
+	n.tmpls = map[string]*render.Templates{}
+	byChannel := map[string]bool{"webhook": true}
+	for i := range n.cfg.Subscriptions {
+		s := &n.cfg.Subscriptions[i]
 		byChannel[s.Channel] = true
+		if s.Channel == "email" || s.Channel == "sms" {
+			t, err := render.Compile(s)
+			if err != nil {
+				return err
+			}
+			n.tmpls[s.ID] = t
+		}
 	}
 	for name := range byChannel {
 		if _, ok := n.channels[name]; ok {
@@ -345,7 +369,11 @@ func (n *Node) startDispatchers(ctx context.Context) error {
 			dispatch.WithDisabler(n.disableSubscription))
 		n.dispatchers[name] = d
 	}
-	n.applyRoutes()
+	// The store's first OnChange sets the routes; later ones come from its
+	// watcher, so the dispatchers map must be complete before this.
+	if err := n.subsStore.Start(ctx); err != nil {
+		return err
+	}
 	for name, d := range n.dispatchers {
 		if err := d.Start(ctx); err != nil {
 			return fmt.Errorf("channel %s: %w", name, err)
@@ -360,8 +388,27 @@ func (n *Node) buildChannel(name string) (hub.Channel, error) {
 		return sublog.New(n.log.With().Str("component", "channel").Logger()), nil
 	case "webhook":
 		return webhook.New(n.cfg.Channels.Webhook, webhook.WithLogger(n.log.With().Str("component", "webhook").Logger()), webhook.WithVersion(n.version))
+	case "email":
+		if n.cfg.Channels.Email == nil {
+			return nil, errors.New("channel email is used by a subscription but channels.email is not configured")
+		}
+		return email.New(*n.cfg.Channels.Email)
+	case "sms":
+		if n.cfg.Channels.SMS == nil {
+			return nil, errors.New("channel sms is used by a subscription but channels.sms is not configured")
+		}
+		return sms.New(*n.cfg.Channels.SMS)
 	}
-	return nil, fmt.Errorf("channel %s is used by a subscription but not available in this build", name)
+	return nil, fmt.Errorf("unknown channel %q", name)
+}
+
+// setSubscriptions is the subscription store's OnChange: the merged list
+// of config and runtime subscriptions.
+func (n *Node) setSubscriptions(l []hub.Subscription) {
+	n.subsMu.Lock()
+	n.subs = l
+	n.subsMu.Unlock()
+	n.applyRoutes()
 }
 
 // applyRoutes hands each dispatcher its subscriptions.
@@ -371,30 +418,56 @@ func (n *Node) applyRoutes() {
 	routes := map[string][]dispatch.Route{}
 	for i := range n.subs {
 		s := n.subs[i]
-		routes[s.Channel] = append(routes[s.Channel], dispatch.Route{Sub: &s})
+		r := dispatch.Route{Sub: &s}
+		if t := n.tmpls[s.ID]; t != nil && s.Origin == "config" {
+			r.Render = renderWith(t)
+		}
+		routes[s.Channel] = append(routes[s.Channel], r)
 	}
 	for name, d := range n.dispatchers {
 		d.SetRoutes(routes[name])
 	}
 }
 
-// disableSubscription stops deliveries to a subscription whose endpoint
-// said it is gone (HTTP 410) until it is re-enabled.
-func (n *Node) disableSubscription(_ context.Context, id, reason string) {
-	n.subsMu.Lock()
-	changed := false
-	for i := range n.subs {
-		if n.subs[i].ID == id && !n.subs[i].Disabled {
-			n.subs[i].Disabled = true
-			changed = true
+// renderWith decodes the event's data once and renders recipients and
+// content from it.
+func renderWith(t *render.Templates) func(*hub.Event) ([]string, hub.Content, error) {
+	return func(ev *hub.Event) ([]string, hub.Content, error) {
+		m, err := render.NewModel(ev)
+		if err != nil {
+			return nil, hub.Content{}, err
 		}
+		to, err := t.Recipients(m)
+		if err != nil {
+			return nil, hub.Content{}, err
+		}
+		c, err := t.Content(m)
+		return to, c, err
 	}
-	n.subsMu.Unlock()
-	if changed {
-		n.log.Warn().Str("subscription", id).Str("reason", reason).Msg("subscription disabled")
-		n.applyRoutes()
-		n.observe(dispatch.Outcome{Kind: dispatch.KindDisabled, At: time.Now(), Subscription: id, Reason: reason})
+}
+
+// disableSubscription stops deliveries to a subscription whose endpoint
+// said it is gone (HTTP 410) until it is re-enabled. The state is stored,
+// so every node and a restart see it.
+func (n *Node) disableSubscription(ctx context.Context, id, reason string) {
+	if v, err := n.subsStore.Get(id); err == nil && v.Disabled {
+		return
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := n.subsStore.SetDisabled(ctx, id, true, reason); err != nil {
+		n.log.Error().Err(err).Str("subscription", id).Msg("disabled state not stored; disabling on this node only")
+		n.subsMu.Lock()
+		l := append([]hub.Subscription(nil), n.subs...)
+		n.subsMu.Unlock()
+		for i := range l {
+			if l[i].ID == id {
+				l[i].Disabled = true
+			}
+		}
+		n.setSubscriptions(l)
+	}
+	n.observe(dispatch.Outcome{Kind: dispatch.KindDisabled, At: time.Now(), Subscription: id, Reason: reason})
 }
 
 // observe hands an outcome to every observer.
