@@ -22,8 +22,8 @@ import (
 	"github.com/hubproject/hub/hub/render"
 	"github.com/hubproject/hub/hub/subs"
 	"github.com/hubproject/hub/subscribers/email"
-	"github.com/hubproject/hub/subscribers/sms"
 	sublog "github.com/hubproject/hub/subscribers/log"
+	"github.com/hubproject/hub/subscribers/sms"
 	"github.com/hubproject/hub/subscribers/webhook"
 )
 
