@@ -207,6 +207,12 @@ func TestValidate(t *testing.T) {
 	if code != 0 || strings.TrimSpace(out) != "configuration is valid" {
 		t.Fatalf("shipped config: exit %d %q %q", code, out, errOut)
 	}
+	t.Setenv("SMTP_PASSWORD", "x")
+	t.Setenv("TWILIO_TOKEN", "x")
+	t.Setenv("CRM_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	if out, errOut, code := runHub(t, "validate", "-config", "../../configs/production.yaml"); code != 0 {
+		t.Fatalf("production config: exit %d %q %q", code, out, errOut)
+	}
 	bad := writeConfig(t, `
 nats: {listen: "0.0.0.0:4222", store_dir: ./x, sync: sometimes, bogus: 1}
 events: {duplicate_window: 5, max_event_size: 12XB}
