@@ -136,6 +136,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.subsStore = st
+	if err := n.startObservability(ctx); err != nil {
+		return err
+	}
 	if err := n.startDispatchers(ctx); err != nil {
 		return err
 	}
@@ -156,6 +159,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		n.dlq.Mount(a)
 		n.subsStore.Mount(a)
+		n.mountObservability(a)
 		if n.gather != nil {
 			a.Handle("/v1/gather/{route}", n.gather.HTTPHandler())
 		}
@@ -300,6 +304,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 		step("subscriptions", 5*time.Second, n.subsStore.Stop)
 	}
 	step("close channels", 10*time.Second, n.closeChannels)
+	step("observability", 5*time.Second, n.stopObservability)
 	if n.nc != nil {
 		step("nats connection", 10*time.Second, func(ctx context.Context) error {
 			return drainConn(ctx, n.nc)
