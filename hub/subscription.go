@@ -13,25 +13,37 @@ import (
 // URL and secret for webhooks). Subscriptions come from the config file or,
 // for webhooks, from the HTTP API.
 type Subscription struct {
-	ID       string   `yaml:"id" json:"id" validate:"required,max=64"`
-	Channel  string   `yaml:"channel" json:"channel" validate:"required"`
-	Events   []string `yaml:"events" json:"events" validate:"required,min=1"`
-	Disabled bool     `yaml:"disabled" json:"disabled"`
+	// ID is unique: letters, digits, '_' and '-', at most 64.
+	ID string `yaml:"id" json:"id" validate:"required,max=64"`
+	// Channel is log, webhook, email or sms.
+	Channel string `yaml:"channel" json:"channel" validate:"required"`
+	// Events are the event types to deliver, with NATS wildcards (order.*, order.>).
+	Events []string `yaml:"events" json:"events" validate:"required,min=1"`
+	// Disabled stops deliveries to the subscription.
+	Disabled bool `yaml:"disabled" json:"disabled"`
 
-	// Email and SMS: templates over the event.
-	To      string `yaml:"to" json:"to,omitempty"`
+	// To (email, SMS) is a template yielding one recipient or several
+	// (comma-separated or a JSON array); each is its own delivery.
+	To string `yaml:"to" json:"to,omitempty"`
+	// Subject (email) is a template.
 	Subject string `yaml:"subject" json:"subject,omitempty"`
-	Text    string `yaml:"text" json:"text,omitempty"`
-	HTML    string `yaml:"html" json:"html,omitempty"`
-	Body    string `yaml:"body" json:"body,omitempty"`
-	From    string `yaml:"from" json:"from,omitempty"`
+	// Text (email) is the text part's template.
+	Text string `yaml:"text" json:"text,omitempty"`
+	// HTML (email) is the HTML part's template (html/template escaping).
+	HTML string `yaml:"html" json:"html,omitempty"`
+	// Body (SMS) is the message template.
+	Body string `yaml:"body" json:"body,omitempty"`
+	// From (email, SMS) overrides the channel's sender.
+	From string `yaml:"from" json:"from,omitempty"`
+	// ReplyTo (email) overrides the channel's Reply-To.
 	ReplyTo string `yaml:"reply_to" json:"reply_to,omitempty"`
 
-	// Webhook.
+	// URL (webhook) receives a POST per delivery.
 	URL string `yaml:"url" json:"url,omitempty"`
 	// Secret is one or more space-separated whsec_ secrets; with several,
 	// each request carries one signature per secret (rotation).
-	Secret  config.Secret     `yaml:"secret" json:"-"`
+	Secret config.Secret `yaml:"secret" json:"-"`
+	// Headers (webhook) are added to every request.
 	Headers map[string]string `yaml:"headers" json:"headers,omitempty"`
 	// RateLimit caps deliveries per second to this subscription (0: none).
 	RateLimit float64 `yaml:"rate_limit" json:"rate_limit,omitempty" validate:"gte=0"`

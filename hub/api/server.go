@@ -25,12 +25,17 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// MaxBodySize caps a request body (a batch); one event is also held to
 	// events.max_event_size.
-	MaxBodySize       config.ByteSize `yaml:"max_body_size" validate:"gt=0"`
+	MaxBodySize config.ByteSize `yaml:"max_body_size" validate:"gt=0"`
+	// ReadHeaderTimeout bounds reading the request headers (no slowloris).
 	ReadHeaderTimeout config.Duration `yaml:"read_header_timeout" validate:"gt=0"`
-	ReadTimeout       config.Duration `yaml:"read_timeout" validate:"gt=0"`
-	WriteTimeout      config.Duration `yaml:"write_timeout" validate:"gt=0"`
-	IdleTimeout       config.Duration `yaml:"idle_timeout" validate:"gt=0"`
-	MaxHeaderBytes    config.ByteSize `yaml:"max_header_bytes" validate:"gt=0"`
+	// ReadTimeout bounds reading a whole request, body included.
+	ReadTimeout config.Duration `yaml:"read_timeout" validate:"gt=0"`
+	// WriteTimeout bounds writing the response.
+	WriteTimeout config.Duration `yaml:"write_timeout" validate:"gt=0"`
+	// IdleTimeout closes keep-alive connections idle this long.
+	IdleTimeout config.Duration `yaml:"idle_timeout" validate:"gt=0"`
+	// MaxHeaderBytes caps the request headers.
+	MaxHeaderBytes config.ByteSize `yaml:"max_header_bytes" validate:"gt=0"`
 }
 
 // DefaultConfig returns the defaults written in configs/hub.yaml.

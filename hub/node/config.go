@@ -48,6 +48,7 @@ type ChannelsConfig struct {
 
 // LogConfig configures the root logger.
 type LogConfig struct {
+	// Level: trace, debug, info, warn or error.
 	Level string `yaml:"level" validate:"oneof=trace debug info warn error"`
 	// Format: auto (console on a terminal, JSON otherwise), console, json.
 	Format string `yaml:"format" validate:"oneof=auto console json"`
