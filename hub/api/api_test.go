@@ -28,7 +28,9 @@ type fixture struct {
 	stream jetstream.Stream
 }
 
-func setup(t *testing.T) *fixture {
+func setup(t *testing.T) *fixture { return setupTB(t) }
+
+func setupTB(t testing.TB) *fixture {
 	t.Helper()
 	srv := embeddedtest.Start(t)
 	nc := embeddedtest.Connect(t, srv)
@@ -40,12 +42,18 @@ func setup(t *testing.T) *fixture {
 	ec := hub.DefaultEventsConfig()
 	ec.MaxEventSize = 1024
 	ec.MaxBatch = 5
+	if _, bench := t.(*testing.B); bench {
+		ec.MaxBatch = 1000
+	}
 	st, err := hub.EnsureStream(ctx, js, hub.EventsStreamConfig(ec))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := api.DefaultConfig()
 	cfg.MaxBodySize = 4096
+	if _, bench := t.(*testing.B); bench {
+		cfg.MaxBodySize = 8 << 20
+	}
 	a, err := api.New(cfg, ec, js)
 	if err != nil {
 		t.Fatal(err)
