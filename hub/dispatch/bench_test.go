@@ -117,6 +117,7 @@ func benchHub(b *testing.B, channels []string) {
 	sinks := make([]*noop, len(channels))
 	var ds []*dispatch.Dispatcher
 	cfg := hub.DefaultDeliveryConfig()
+	cache := dispatch.NewEventCache(4096)
 	// Pre-create the consumers at the start of the stream (a new consumer
 	// would otherwise start after the preloaded events).
 	for _, name := range channels {
@@ -130,7 +131,7 @@ func benchHub(b *testing.B, channels []string) {
 	for i, name := range channels {
 		sinks[i] = &noop{}
 		cfg.Concurrency[name] = 64
-		d := dispatch.New(name, sinks[i], js, cfg)
+		d := dispatch.New(name, sinks[i], js, cfg, dispatch.WithEventCache(cache))
 		var routes []dispatch.Route
 		for s := 0; s < 4/len(channels); s++ {
 			routes = append(routes, dispatch.Route{Sub: &hub.Subscription{ID: fmt.Sprintf("%s-%d", name, s), Channel: name, Events: []string{"order.>"}}})

@@ -97,6 +97,7 @@ type Dispatcher struct {
 	now     func() time.Time
 
 	routes atomic.Pointer[[]Route]
+	cache  *EventCache
 
 	sendSem  chan struct{} // sends in flight
 	eventSem chan struct{} // events being fanned out
@@ -118,6 +119,9 @@ func WithLogger(l zerolog.Logger) Option { return func(d *Dispatcher) { d.log = 
 
 // WithObserver receives every outcome.
 func WithObserver(o Observer) Option { return func(d *Dispatcher) { d.obs = o } }
+
+// WithEventCache shares decoded events with the other channels' dispatchers.
+func WithEventCache(c *EventCache) Option { return func(d *Dispatcher) { d.cache = c } }
 
 // WithDisabler is called when a channel reports a subscription Gone.
 func WithDisabler(f func(ctx context.Context, sub, reason string)) Option {
@@ -336,7 +340,7 @@ type target struct {
 }
 
 func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
-	ev, err := decodeStored(msg)
+	ev, err := d.decode(msg)
 	if err != nil {
 		d.invalidEvent(ctx, msg, err)
 		return
@@ -716,6 +720,24 @@ type DeadLetter struct {
 	DeadAt       time.Time `json:"dead_at"`
 	// SourceSeq is the DELIVERIES (or EVENTS, for invalid events) sequence.
 	SourceSeq uint64 `json:"source_seq"`
+}
+
+// decode decodes an event from EVENTS, through the shared cache.
+func (d *Dispatcher) decode(msg jetstream.Msg) (*hub.Event, error) {
+	if d.cache == nil {
+		return decodeStored(msg)
+	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		return decodeStored(msg)
+	}
+	seq := meta.Sequence.Stream
+	if ev, err, ok := d.cache.get(seq); ok {
+		return ev, err
+	}
+	ev, err := decodeStored(msg)
+	d.cache.put(seq, ev, err)
+	return ev, err
 }
 
 // decodeStored decodes an event from EVENTS. Raw NATS publishers may leave

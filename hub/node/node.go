@@ -367,8 +367,10 @@ func (n *Node) startDispatchers(ctx context.Context) error {
 		}
 		n.channels[name] = ch
 	}
+	cache := dispatch.NewEventCache(4096)
 	for name := range byChannel {
 		d := dispatch.New(name, n.channels[name], n.js, n.cfg.Delivery,
+			dispatch.WithEventCache(cache),
 			dispatch.WithLogger(n.log.With().Str("component", "dispatch").Logger()),
 			dispatch.WithObserver(n.observe),
 			dispatch.WithDisabler(n.disableSubscription))
