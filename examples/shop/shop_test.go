@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/hubproject/hub/examples/shop"
-	"github.com/hubproject/hub/hub/hubtest"
+	"github.com/hubproject/hub/testhub"
 )
 
 // The subscriptions the shop runs with in production, as YAML.
@@ -33,7 +33,7 @@ subscriptions:
 `
 
 func TestPlaceOrderNotifiesEveryone(t *testing.T) {
-	h := hubtest.Start(t, hubtest.WithConfigYAML(subscriptions))
+	h := testhub.Start(t, testhub.WithConfigYAML(subscriptions))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 

@@ -1,4 +1,11 @@
-package hubtest
+// Package testhub runs the whole hub inside a test: real JetStream
+// in-process, the dispatchers and DLQ, and capturing sinks in place of the
+// webhook, email and SMS channels.
+//
+//	h := testhub.Start(t, testhub.WithConfigYAML(subscriptions))
+//	shop.New(h.Publisher).PlaceOrder(ctx, order)
+//	mail, err := h.WaitDelivered(ctx, "order-42", "confirmation")
+package testhub
 
 import (
 	"context"
@@ -8,6 +15,7 @@ import (
 
 	"github.com/hubproject/hub/config"
 	"github.com/hubproject/hub/hub"
+	"github.com/hubproject/hub/hub/hubtest"
 	"github.com/hubproject/hub/hub/node"
 	"github.com/hubproject/hub/publisher"
 	"github.com/hubproject/hub/subscribers/email"
@@ -23,7 +31,7 @@ type Hub struct {
 	// Publisher publishes over the hub's in-process connection.
 	Publisher *publisher.Publisher
 	// Webhook, Email and SMS record what each channel was asked to send.
-	Webhook, Email, SMS *Capture
+	Webhook, Email, SMS *hubtest.Capture
 }
 
 // Option adjusts the hub's configuration before it starts.
@@ -39,7 +47,7 @@ func WithSubscriptions(subs ...hub.Subscription) Option {
 func WithConfigYAML(y string) Option {
 	return func(c *node.Config) {
 		if err := config.Decode([]byte(y), c); err != nil {
-			panic(fmt.Sprintf("hubtest: config: %v", err))
+			panic(fmt.Sprintf("testhub: config: %v", err))
 		}
 	}
 }
@@ -81,25 +89,25 @@ func Start(t testing.TB, opts ...Option) *Hub {
 		o(&cfg)
 	}
 	if err := config.Check(&cfg); err != nil {
-		t.Fatalf("hubtest: invalid configuration:\n%v", err)
+		t.Fatalf("testhub: invalid configuration:\n%v", err)
 	}
-	h := &Hub{Webhook: NewCapture(), Email: NewCapture(), SMS: NewCapture()}
+	h := &Hub{Webhook: hubtest.NewCapture(), Email: hubtest.NewCapture(), SMS: hubtest.NewCapture()}
 	h.Node = node.New(cfg, node.WithChannel("webhook", h.Webhook), node.WithChannel("email", h.Email), node.WithChannel("sms", h.SMS))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := h.Node.Start(ctx); err != nil {
-		t.Fatalf("hubtest: start: %v", err)
+		t.Fatalf("testhub: start: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := h.Node.Shutdown(ctx); err != nil {
-			t.Errorf("hubtest: shutdown: %v", err)
+			t.Errorf("testhub: shutdown: %v", err)
 		}
 	})
 	p, err := publisher.New(h.Node.Conn())
 	if err != nil {
-		t.Fatalf("hubtest: publisher: %v", err)
+		t.Fatalf("testhub: publisher: %v", err)
 	}
 	h.Publisher = p
 	return h
@@ -112,15 +120,15 @@ func (h *Hub) Publish(ctx context.Context, ev publisher.Event) (publisher.Ack, e
 
 // WaitDelivered waits until the event reached the subscription on any
 // channel, and returns what was delivered.
-func (h *Hub) WaitDelivered(ctx context.Context, eventID, subscription string) (Captured, error) {
+func (h *Hub) WaitDelivered(ctx context.Context, eventID, subscription string) (hubtest.Captured, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
-		c   Captured
+		c   hubtest.Captured
 		err error
 	}
 	out := make(chan result, 3)
-	for _, c := range []*Capture{h.Webhook, h.Email, h.SMS} {
+	for _, c := range []*hubtest.Capture{h.Webhook, h.Email, h.SMS} {
 		go func() {
 			got, err := c.WaitDelivered(ctx, eventID, subscription)
 			out <- result{got, err}
@@ -134,5 +142,5 @@ func (h *Hub) WaitDelivered(ctx context.Context, eventID, subscription string) (
 		}
 		last = r.err
 	}
-	return Captured{}, fmt.Errorf("event %s not delivered to %s: %w", eventID, subscription, last)
+	return hubtest.Captured{}, fmt.Errorf("event %s not delivered to %s: %w", eventID, subscription, last)
 }

@@ -1,4 +1,4 @@
-package hubtest_test
+package testhub_test
 
 import (
 	"context"
@@ -11,15 +11,16 @@ import (
 	"github.com/hubproject/hub/hub/hubtest"
 	"github.com/hubproject/hub/hub/node"
 	"github.com/hubproject/hub/publisher"
+	"github.com/hubproject/hub/testhub"
 )
 
 // A whole hub inside a program: real JetStream in-process (no TCP port),
 // one subscription, and a capturing channel standing in for webhooks. In a
-// test, hubtest.Start(t, ...) does all of this in one call.
+// test, testhub.Start(t, ...) does all of this in one call.
 func Example_inProcessHub() {
 	dir, _ := os.MkdirTemp("", "hub-example")
 	defer os.RemoveAll(dir)
-	cfg := hubtest.TestConfig(dir)
+	cfg := testhub.TestConfig(dir)
 	cfg.Subscriptions = []hub.Subscription{{
 		ID: "crm", Channel: "webhook", Events: []string{"order.>"},
 		URL: "https://crm.example.com/hooks", Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
