@@ -6,13 +6,16 @@ CONFIG    ?= configs/hub.yaml
 FUZZTIME  ?= 5s
 PKGS      := ./...
 
-.PHONY: build run demo test test-unit fuzz-short fuzz bench lint fmt clean
+.PHONY: build run responders demo test test-unit fuzz-short fuzz bench lint fmt clean
 
 build: ## build bin/hub
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/hub ./cmd/hub
 
 run: build ## run the hub with configs/hub.yaml (embedded JetStream, no outside services)
 	./bin/hub serve -config $(CONFIG)
+
+responders: ## the example services behind the dashboard gather route (make run in another terminal)
+	go run ./examples/dashboard -server nats://127.0.0.1:4222 -delay 50ms
 
 demo: ## mailpit + the hub + example receiver and responders, with sample events (Ctrl-C stops)
 	./scripts/demo.sh
