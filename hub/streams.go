@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hubproject/hub/config"
@@ -80,26 +81,62 @@ func EventsStreamConfig(c EventsConfig) jetstream.StreamConfig {
 	}
 }
 
-// EnsureStream creates the stream or updates it to cfg; it is safe to call
-// from several nodes at once.
+// EnsureStream creates the stream or updates it to cfg. It is safe to call
+// from several nodes at once, and waits (until ctx ends) while a cluster is
+// still forming: no meta leader yet, or too few peers for the replicas.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		s, err := js.CreateOrUpdateStream(ctx, cfg)
-		if err == nil {
-			return s, nil
-		}
-		lastErr = err
-		// Another node may be creating it at the same moment; look again.
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || errors.Is(err, context.DeadlineExceeded) {
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
-			}
-			continue
-		}
-		break
+	var s jetstream.Stream
+	err := RetryTransient(ctx, func(ctx context.Context) error {
+		var err error
+		s, err = js.CreateOrUpdateStream(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}
-	return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, lastErr)
+	return s, nil
+}
+
+// JetStream error codes that mean "try again shortly" while a cluster forms
+// or a leader moves.
+var transientCodes = map[jetstream.ErrorCode]bool{
+	10005: true, // no suitable peers for placement
+	10006: true, // cluster not active
+	10008: true, // JetStream system temporarily unavailable
+	10009: true, // not the leader
+	10023: true, // insufficient resources (peers not yet known)
+	10074: true, // replicas > cluster size (peers not yet joined)
+}
+
+// IsTransient reports whether a JetStream API error is worth retrying.
+func IsTransient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && transientCodes[apiErr.ErrorCode] {
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}
+
+// RetryTransient calls f until it succeeds, fails for good, or ctx ends;
+// each call gets at most 5 s.
+func RetryTransient(ctx context.Context, f func(context.Context) error) error {
+	wait := 50 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(cctx)
+		cancel()
+		if err == nil || !IsTransient(err) || ctx.Err() != nil {
+			if err != nil && ctx.Err() != nil {
+				return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }

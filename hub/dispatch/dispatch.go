@@ -179,18 +179,11 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rtCons, err := d.js.CreateOrUpdateConsumer(ctx, hub.DeliveriesStream, jetstream.ConsumerConfig{
-		Durable:       RetryConsumer(d.channel),
-		Description:   "hub: retries and replays for channel " + d.channel,
-		FilterSubject: hub.DeliveriesPrefix + d.channel + ".>",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       d.cfg.AckWait.D(),
-		// The first delivery of a retry is a wait; then MaxAttempts attempts.
-		MaxDeliver: d.cfg.MaxAttempts + 1,
-		// Messages waiting out a NakWithDelay count as pending: allow many,
-		// or one dead endpoint's backlog would stall the channel's retries.
-		MaxAckPending: 1_000_000,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+	var rtCons jetstream.Consumer
+	err = hub.RetryTransient(ctx, func(ctx context.Context) error {
+		var err error
+		rtCons, err = d.js.CreateOrUpdateConsumer(ctx, hub.DeliveriesStream, d.retryConsumerConfig())
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("dispatch %s: retry consumer: %w", d.channel, err)
@@ -210,6 +203,22 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	go d.loop(evIt, d.eventSem, d.handleEvent)
 	go d.loop(rtIt, d.retrySem, d.handleRetry)
 	return nil
+}
+
+func (d *Dispatcher) retryConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       RetryConsumer(d.channel),
+		Description:   "hub: retries and replays for channel " + d.channel,
+		FilterSubject: hub.DeliveriesPrefix + d.channel + ".>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       d.cfg.AckWait.D(),
+		// The first delivery of a retry is a wait; then MaxAttempts attempts.
+		MaxDeliver: d.cfg.MaxAttempts + 1,
+		// Messages waiting out a NakWithDelay count as pending: allow many,
+		// or one dead endpoint's backlog would stall the channel's retries.
+		MaxAckPending: 1_000_000,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
 }
 
 // ensureEventsConsumer creates the channel's consumer on EVENTS. A new
@@ -240,7 +249,12 @@ func (d *Dispatcher) ensureEventsConsumer(ctx context.Context) (jetstream.Consum
 	} else {
 		return nil, fmt.Errorf("dispatch %s: look up consumer: %w", d.channel, err)
 	}
-	c, err := d.js.CreateOrUpdateConsumer(ctx, hub.EventsStream, cfg)
+	var c jetstream.Consumer
+	err := hub.RetryTransient(ctx, func(ctx context.Context) error {
+		var err error
+		c, err = d.js.CreateOrUpdateConsumer(ctx, hub.EventsStream, cfg)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("dispatch %s: events consumer: %w", d.channel, err)
 	}
