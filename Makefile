@@ -6,7 +6,7 @@ CONFIG    ?= configs/hub.yaml
 FUZZTIME  ?= 5s
 PKGS      := ./...
 
-.PHONY: build run responders demo test test-unit fuzz-short fuzz bench lint fmt clean
+.PHONY: build run responders demo test test-unit fuzz-short fuzz bench bench-peers lint fmt clean
 
 build: ## build bin/hub
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/hub ./cmd/hub
@@ -25,14 +25,25 @@ test: lint test-unit fuzz-short ## everything CI runs
 test-unit:
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)
 
-fuzz-short: ## each fuzz target briefly
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) ./hub
+# Every Fuzz function in a *_test.go file, found by name: go test fuzzes one
+# target of one package per run, so they run one after the other. A crasher
+# is written to the package's testdata/fuzz/<target>/ and fails the run.
+fuzz-short: ## each fuzz target for FUZZTIME (default 5s)
+	@set -e; for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for fn in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | cut -d' ' -f2 | sort -u); do \
+	    echo "fuzz $$dir $$fn for $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$dir; \
+	  done; \
+	done
 
-fuzz: ## each fuzz target for longer: make fuzz FUZZTIME=60s
-	$(MAKE) fuzz-short FUZZTIME=$(FUZZTIME)
+fuzz: ## each fuzz target for longer (default 60s): make fuzz FUZZTIME=5m
+	$(MAKE) fuzz-short FUZZTIME=$(if $(filter command line environment,$(origin FUZZTIME)),$(FUZZTIME),60s)
 
 bench: ## benchmarks, benchstat-comparable output
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee bench.txt
+
+bench-peers: ## the hub vs raw JetStream and RabbitMQ, plus scale curves; writes docs/peers.md (installs rabbitmq-server if missing)
+	./scripts/bench-peers.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)

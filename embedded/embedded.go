@@ -5,6 +5,7 @@ package embedded
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
 )
 
@@ -48,15 +50,33 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// Logger receives the server's log lines (nil: silent).
 	Logger *zerolog.Logger
+	// Users, when any, make the client port require authentication; each
+	// user's role limits what it may publish and subscribe to. The hub's
+	// own in-process connections (Connect) use an internal nkey user made
+	// at start, with no limits. Without users anyone who reaches the
+	// port may do anything: keep Listen on loopback then.
+	Users []User
+	// TLS, if set, makes TLS required on the client port (in-process
+	// connections skip it). Set ClientAuth and ClientCAs to require client
+	// certificates; MinVersion should be TLS 1.2 or later.
+	TLS *tls.Config
+	// ClusterTLS, if set, secures cluster routes; it applies only when
+	// Configure sets up a cluster (server.Options.Cluster.Port).
+	ClusterTLS *tls.Config
 	// Configure, if set, can adjust the server options before start
 	// (cluster routes, TLS, auth).
 	Configure func(*server.Options) error
 }
 
+// tlsTimeout bounds a TLS handshake on the client and cluster ports.
+const tlsTimeout = 2 * time.Second
+
 // Server is a running embedded nats-server.
 type Server struct {
 	ns   *server.Server
 	opts Options
+	// internalKey authenticates Connect when Users is set.
+	internalKey nkeys.KeyPair
 }
 
 // Start starts the server and waits until it accepts clients and JetStream
@@ -116,10 +136,31 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}
 		so.Host, so.Port = host, p
 	}
+	var internalKey nkeys.KeyPair
+	if len(o.Users) > 0 {
+		if internalKey, err = applyAuth(so, o.Users); err != nil {
+			return nil, fmt.Errorf("embedded: auth: %w", err)
+		}
+	}
+	if o.TLS != nil {
+		so.TLSConfig = o.TLS
+		so.TLS = true
+		so.TLSVerify = o.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		so.TLSTimeout = tlsTimeout.Seconds()
+	}
 	if o.Configure != nil {
 		if err := o.Configure(so); err != nil {
 			return nil, fmt.Errorf("embedded: configure: %w", err)
 		}
+	}
+	if o.ClusterTLS != nil && so.Cluster.Port != 0 {
+		so.Cluster.TLSConfig = o.ClusterTLS
+		so.Cluster.TLSTimeout = tlsTimeout.Seconds()
+	}
+	// The monitoring port (/varz, /connz) would show connections and
+	// subjects to anyone who reaches it: the hub keeps it off.
+	if so.HTTPPort != 0 || so.HTTPSPort != 0 {
+		return nil, errors.New("embedded: the NATS monitoring port must stay off (HTTPPort/HTTPSPort)")
 	}
 	ns, err := server.NewServer(so)
 	if err != nil {
@@ -138,7 +179,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("embedded: server not ready after %s (is %s in use?)", deadline, o.Listen)
 	}
-	s := &Server{ns: ns, opts: o}
+	s := &Server{ns: ns, opts: o, internalKey: internalKey}
 	// JetStream finishes recovering streams before it answers; wait for it
 	// so the first stream call after Start does not race recovery.
 	if err := s.waitJetStream(ctx, deadline); err != nil {
@@ -185,11 +226,19 @@ func (s *Server) NATSServer() *server.Server { return s.ns }
 // Connect returns an in-process client connection: no TCP, no loopback
 // round trips. Options are applied after the in-process one.
 func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
-	all := append([]nats.Option{
+	all := []nats.Option{
 		nats.InProcessServer(s.ns),
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-	}, opts...)
+	}
+	if s.internalKey != nil {
+		pub, err := s.internalKey.PublicKey()
+		if err != nil {
+			return nil, fmt.Errorf("embedded: internal key: %w", err)
+		}
+		all = append(all, nats.Nkey(pub, s.internalKey.Sign))
+	}
+	all = append(all, opts...)
 	nc, err := nats.Connect("", all...)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: in-process connect: %w", err)

@@ -19,8 +19,12 @@ func runValidate(_ context.Context, args []string, stdout, stderr io.Writer) err
 	} else if fs.NArg() > 1 {
 		return fmt.Errorf("%w: at most one config file", errUsage)
 	}
-	if _, err := node.Load(*cfgPath); err != nil {
+	cfg, err := node.Load(*cfgPath)
+	if err != nil {
 		return fmt.Errorf("%s is invalid:\n%w", *cfgPath, err)
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stdout, "warning: "+w)
 	}
 	fmt.Fprintln(stdout, "configuration is valid")
 	return nil

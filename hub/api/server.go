@@ -36,6 +36,13 @@ type Config struct {
 	IdleTimeout config.Duration `yaml:"idle_timeout" validate:"gt=0"`
 	// MaxHeaderBytes caps the request headers.
 	MaxHeaderBytes config.ByteSize `yaml:"max_header_bytes" validate:"gt=0"`
+	// Tokens authenticate requests (Authorization: Bearer); without any
+	// the API is open and may listen on loopback only (docs/security.md).
+	Tokens Tokens `yaml:"tokens" validate:"dive"`
+	// MetricsPublic serves GET /metrics without a token.
+	MetricsPublic bool `yaml:"metrics_public"`
+	// TLS serves HTTPS.
+	TLS TLSConfig `yaml:"tls"`
 }
 
 // DefaultConfig returns the defaults written in configs/hub.yaml.
@@ -60,6 +67,7 @@ type Server struct {
 	log    zerolog.Logger
 	mux    *http.ServeMux
 	srv    *http.Server
+	auth   *auth
 	now    func() time.Time
 }
 
@@ -88,6 +96,9 @@ func New(cfg Config, events hub.EventsConfig, js jetstream.JetStream, opts ...Op
 		IdleTimeout:       cfg.IdleTimeout.D(),
 		MaxHeaderBytes:    int(cfg.MaxHeaderBytes),
 	}
+	if err := s.secure(); err != nil {
+		return nil, err
+	}
 	s.mux.HandleFunc("POST /v1/events", s.postEvents)
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
@@ -102,6 +113,10 @@ func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h, pattern := s.mux.Handler(r)
+	r, ok := s.authorize(w, r, pattern)
+	if !ok {
+		return
+	}
 	if pattern == "" {
 		// Not found and method-not-allowed still answer as problems.
 		rec := &statusCapture{ResponseWriter: w}
@@ -129,7 +144,11 @@ func (s *Server) Listen() (net.Listener, error) {
 
 // Serve serves until Shutdown; it returns nil after a clean shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	serve := s.srv.Serve
+	if s.srv.TLSConfig != nil {
+		serve = func(ln net.Listener) error { return s.srv.ServeTLS(ln, "", "") }
+	}
+	if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

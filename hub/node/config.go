@@ -75,6 +75,13 @@ type NATSConfig struct {
 	URL string `yaml:"url"`
 	// CredsFile authenticates to the external NATS.
 	CredsFile string `yaml:"creds_file"`
+	// Auth lists the users of the client port (embedded only); required to
+	// listen on a non-loopback address. See docs/security.md.
+	Auth NATSAuth `yaml:"auth"`
+	// TLS makes TLS required on the client port (embedded only).
+	TLS api.TLSConfig `yaml:"tls"`
+	// ClusterTLS secures cluster routes, once clustering is configured.
+	ClusterTLS api.TLSConfig `yaml:"cluster_tls"`
 }
 
 // DefaultConfig is the development default: embedded JetStream on
@@ -124,14 +131,8 @@ func (c *Config) Validate() error {
 			errs.Add(path, "%v", err)
 		}
 	}
-	// Without authentication (not configured yet) a reachable port lets
-	// anyone publish or delete streams: refuse it loudly.
-	if c.NATS.Embedded && c.NATS.Listen != "" && !loopback(c.NATS.Listen) {
-		errs.Add("nats.listen", "%q is not a loopback address; without NATS authentication the hub only listens on loopback (use 127.0.0.1:4222)", c.NATS.Listen)
-	}
-	if c.HTTP.Listen != "" && !loopback(c.HTTP.Listen) {
-		errs.Add("http.listen", "%q is not a loopback address; without API tokens the hub only listens on loopback (use 127.0.0.1:8080)", c.HTTP.Listen)
-	}
+	// A port reachable from the network needs authentication (security.go).
+	c.checkSecurity(&errs)
 	ids := map[string]int{}
 	for i, sub := range c.Subscriptions {
 		p := fmt.Sprintf("subscriptions[%d]", i)

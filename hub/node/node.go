@@ -188,7 +188,7 @@ func (n *Node) startNATS(ctx context.Context) error {
 		return nil
 	}
 	l := n.log
-	srv, err := embedded.Start(ctx, embedded.Options{
+	o := embedded.Options{
 		Listen:     c.Listen,
 		StoreDir:   c.StoreDir,
 		Sync:       c.Sync,
@@ -196,7 +196,11 @@ func (n *Node) startNATS(ctx context.Context) error {
 		MaxStore:   int64(c.MaxStore),
 		MaxPayload: int32(c.MaxPayload),
 		Logger:     &l,
-	})
+	}
+	if err := c.secureEmbedded(&o); err != nil {
+		return err
+	}
+	srv, err := embedded.Start(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -228,7 +232,7 @@ func (n *Node) HTTPAddr() string {
 // HTTPURL is the base URL of the HTTP API ("" when HTTP is off).
 func (n *Node) HTTPURL() string {
 	if a := n.HTTPAddr(); a != "" {
-		return "http://" + a
+		return n.api.Scheme() + "://" + a
 	}
 	return ""
 }

@@ -44,7 +44,9 @@ const (
 	overridePrefix = "override."
 	// maxValueSize bounds one stored subscription; a request body is at
 	// most MaxBodySize, so a record fits with room to spare.
-	maxValueSize = 256 << 10
+	maxValueSize = 128 << 10
+	// maxBucketBytes caps the whole bucket.
+	maxBucketBytes = 1 << 30
 	// maxAttempts bounds the read-modify-write retries when another node
 	// changes the same subscription at the same time.
 	maxAttempts = 5
@@ -173,13 +175,19 @@ func New(ctx context.Context, js jetstream.JetStream, configSubs []hub.Subscript
 		s.configIdx[c.ID] = len(s.config)
 		s.config = append(s.config, c)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:       Bucket,
-		Description:  "hub runtime webhook subscriptions and config subscription overrides",
-		History:      1,
-		Storage:      jetstream.FileStorage,
-		Replicas:     s.replicas,
-		MaxValueSize: maxValueSize,
+	var kv jetstream.KeyValue
+	err := hub.RetryTransient(ctx, func(ctx context.Context) error {
+		var err error
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:       Bucket,
+			Description:  "hub runtime webhook subscriptions and config subscription overrides",
+			History:      1,
+			Storage:      jetstream.FileStorage,
+			Replicas:     s.replicas,
+			MaxValueSize: maxValueSize,
+			MaxBytes:     maxBucketBytes,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("subscriptions bucket %s: %w", Bucket, err)
