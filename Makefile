@@ -6,7 +6,7 @@ CONFIG    ?= configs/hub.yaml
 FUZZTIME  ?= 5s
 PKGS      := ./...
 
-.PHONY: build run responders demo test test-unit fuzz-short fuzz bench bench-peers lint fmt clean
+.PHONY: build run responders cluster demo test test-unit fuzz-short fuzz bench bench-peers lint fmt clean
 
 build: ## build bin/hub
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/hub ./cmd/hub
@@ -16,6 +16,9 @@ run: build ## run the hub with configs/hub.yaml (embedded JetStream, no outside 
 
 responders: ## the example services behind the dashboard gather route (make run in another terminal)
 	go run ./examples/dashboard -server nats://127.0.0.1:4222 -delay 50ms
+
+cluster: ## a local 3-node cluster of hubs (configs/cluster-*.yaml); Ctrl-C stops it
+	./scripts/cluster.sh
 
 demo: ## mailpit + the hub + example receiver and responders, with sample events (Ctrl-C stops)
 	./scripts/demo.sh

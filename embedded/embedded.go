@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -63,9 +64,22 @@ type Options struct {
 	// ClusterTLS, if set, secures cluster routes; it applies only when
 	// Configure sets up a cluster (server.Options.Cluster.Port).
 	ClusterTLS *tls.Config
-	// Configure, if set, can adjust the server options before start
-	// (cluster routes, TLS, auth).
+	// Cluster, when set, joins this server to a NATS cluster: JetStream
+	// then replicates streams across the nodes.
+	Cluster *Cluster
+	// Configure, if set, can adjust the server options before start.
 	Configure func(*server.Options) error
+}
+
+// Cluster is this node's part of a NATS cluster.
+type Cluster struct {
+	// Name is the cluster's name, the same on every node.
+	Name string
+	// Listen is the route address (host:port) other nodes connect to.
+	Listen string
+	// Routes are the other nodes' route URLs (nats://host:port); listing
+	// this node too is harmless.
+	Routes []string
 }
 
 // tlsTimeout bounds a TLS handshake on the client and cluster ports.
@@ -147,6 +161,21 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		so.TLS = true
 		so.TLSVerify = o.TLS.ClientAuth == tls.RequireAndVerifyClientCert
 		so.TLSTimeout = tlsTimeout.Seconds()
+	}
+	if c := o.Cluster; c != nil {
+		host, port, err := net.SplitHostPort(c.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: cluster listen %q: %w", c.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p <= 0 {
+			return nil, fmt.Errorf("embedded: cluster listen port %q must be a fixed port", port)
+		}
+		so.Cluster.Name, so.Cluster.Host, so.Cluster.Port = c.Name, host, p
+		so.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
+		if len(c.Routes) > 0 && len(so.Routes) == 0 {
+			return nil, fmt.Errorf("embedded: cluster routes %v are not URLs", c.Routes)
+		}
 	}
 	if o.Configure != nil {
 		if err := o.Configure(so); err != nil {

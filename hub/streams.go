@@ -29,8 +29,9 @@ type EventsConfig struct {
 	MaxEventSize config.ByteSize `yaml:"max_event_size" validate:"gt=0"`
 	// MaxBatch is the most events one HTTP batch may carry.
 	MaxBatch int `yaml:"max_batch" validate:"gt=0"`
-	// Replicas for the hub's streams (1 standalone, 3 in a cluster).
-	Replicas int `yaml:"replicas" validate:"gte=1,lte=5"`
+	// Replicas for the hub's streams and consumers; 0 means min(3, cluster
+	// size): 1 standalone, 3 in a cluster of three or more.
+	Replicas int `yaml:"replicas" validate:"gte=0,lte=5"`
 }
 
 // DefaultEventsConfig returns the defaults written in configs/hub.yaml.
@@ -40,7 +41,6 @@ func DefaultEventsConfig() EventsConfig {
 		MaxAge:          config.Duration(168 * time.Hour),
 		MaxEventSize:    DefaultMaxEventSize,
 		MaxBatch:        1000,
-		Replicas:        1,
 	}
 }
 

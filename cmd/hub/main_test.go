@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,8 +45,27 @@ type hubProc struct {
 	cmd     *exec.Cmd
 	natsURL string
 	httpURL string
-	logs    *bytes.Buffer
+	logs    *syncBuffer
 	done    chan error
+}
+
+// syncBuffer is a bytes.Buffer safe to write from the log reader while the
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func writeConfig(t *testing.T, body string) string {
@@ -68,15 +88,25 @@ http: {listen: "127.0.0.1:0"}
 // startHub runs `hub serve` and waits for its "hub is ready" log line.
 func startHub(t *testing.T, cfgPath string) *hubProc {
 	t.Helper()
-	cmd := exec.Command(hubBin, "serve", "-config", cfgPath)
-	stderr, err := cmd.StderrPipe()
+	p, err := startHubErr(t, cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	return p
+}
+
+// startHubErr is startHub for use from other goroutines: it reports
+// instead of failing the test.
+func startHubErr(t *testing.T, cfgPath string) (*hubProc, error) {
+	cmd := exec.Command(hubBin, "serve", "-config", cfgPath)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
 	}
-	p := &hubProc{cmd: cmd, logs: &bytes.Buffer{}, done: make(chan error, 1)}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &hubProc{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
 	ready := make(chan map[string]any, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -101,11 +131,11 @@ func startHub(t *testing.T, cfgPath string) *hubProc {
 		p.natsURL, _ = m["nats"].(string)
 		p.httpURL, _ = m["http"].(string)
 	case err := <-p.done:
-		t.Fatalf("hub exited before ready: %v\n%s", err, p.logs)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("hub not ready\n%s", p.logs)
+		return nil, fmt.Errorf("hub exited before ready: %v\n%s", err, p.logs)
+	case <-time.After(3 * time.Minute):
+		return nil, fmt.Errorf("hub not ready\n%s", p.logs)
 	}
-	return p
+	return p, nil
 }
 
 func (p *hubProc) stop(t *testing.T) {

@@ -22,7 +22,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
 	n := node.New(cfg, node.WithLogger(log), node.WithVersion(version))
 	start := time.Now()
-	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	// A cluster node waits for a quorum of its peers.
+	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	err = n.Start(startCtx)
 	cancel()
 	if err != nil {

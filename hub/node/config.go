@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -80,8 +81,52 @@ type NATSConfig struct {
 	Auth NATSAuth `yaml:"auth"`
 	// TLS makes TLS required on the client port (embedded only).
 	TLS api.TLSConfig `yaml:"tls"`
-	// ClusterTLS secures cluster routes, once clustering is configured.
+	// ClusterTLS secures cluster routes.
 	ClusterTLS api.TLSConfig `yaml:"cluster_tls"`
+	// Name is this node's server name; required (and unique) in a cluster.
+	Name string `yaml:"name"`
+	// Cluster joins the embedded server to a NATS cluster of hubs.
+	Cluster ClusterConfig `yaml:"cluster"`
+}
+
+// ClusterConfig makes the embedded servers of several hubs one JetStream
+// cluster: streams are replicated and every node shares the work.
+type ClusterConfig struct {
+	// Name is the cluster's name, the same on every node.
+	Name string `yaml:"name"`
+	// Listen is this node's route address (host:port), a fixed port.
+	Listen string `yaml:"listen"`
+	// Routes are every node's route URLs (nats://host:port), this one included.
+	Routes []string `yaml:"routes"`
+}
+
+// Enabled reports whether clustering is configured.
+func (c ClusterConfig) Enabled() bool { return c.Listen != "" || len(c.Routes) > 0 }
+
+// Size is the number of nodes: the distinct routes, counting this node.
+func (c ClusterConfig) Size() int {
+	nodes := map[string]bool{}
+	if c.Listen != "" {
+		nodes[c.Listen] = true
+	}
+	for _, r := range c.Routes {
+		if u, err := url.Parse(r); err == nil && u.Host != "" {
+			nodes[u.Host] = true
+		}
+	}
+	return max(len(nodes), 1)
+}
+
+// Replicas is the stream replica count: events.replicas, or when that is
+// 0, min(3, cluster size).
+func (c *Config) Replicas() int {
+	if c.Events.Replicas > 0 {
+		return c.Events.Replicas
+	}
+	if c.NATS.Embedded && c.NATS.Cluster.Enabled() {
+		return min(3, c.NATS.Cluster.Size())
+	}
+	return 1
 }
 
 // DefaultConfig is the development default: embedded JetStream on
@@ -129,6 +174,27 @@ func (c *Config) Validate() error {
 	for path, addr := range map[string]string{"nats.listen": c.NATS.Listen, "http.listen": c.HTTP.Listen} {
 		if err := checkListen(addr); err != nil {
 			errs.Add(path, "%v", err)
+		}
+	}
+	if cl := c.NATS.Cluster; cl.Enabled() {
+		switch {
+		case !c.NATS.Embedded:
+			errs.Add("nats.cluster", "only for the embedded server; an external NATS runs its own cluster")
+		case cl.Name == "":
+			errs.Add("nats.cluster.name", "required: the same name on every node")
+		}
+		if c.NATS.Name == "" {
+			errs.Add("nats.name", "required in a cluster: a unique name per node, e.g. hub-1")
+		}
+		if err := checkListen(cl.Listen); err != nil || cl.Listen == "" || strings.HasSuffix(cl.Listen, ":0") {
+			errs.Add("nats.cluster.listen", "must be host:port with a fixed port, e.g. 127.0.0.1:6222")
+		} else if !loopback(cl.Listen) && !c.NATS.ClusterTLS.Enabled() {
+			errs.Add("nats.cluster.listen", "%q is not a loopback address: routes to other machines need nats.cluster_tls (with verify_clients) so nobody else can join the cluster", cl.Listen)
+		}
+		for i, r := range cl.Routes {
+			if u, err := url.Parse(r); err != nil || u.Scheme != "nats" || u.Host == "" {
+				errs.Add(fmt.Sprintf("nats.cluster.routes[%d]", i), "%q must be a route URL such as nats://10.0.0.2:6222", r)
+			}
 		}
 	}
 	// A port reachable from the network needs authentication (security.go).

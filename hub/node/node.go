@@ -101,6 +101,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startNATS(ctx); err != nil {
 		return err
 	}
+	n.cfg.Events.Replicas = n.cfg.Replicas()
 	js, err := jetstream.New(n.nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -199,6 +200,15 @@ func (n *Node) startNATS(ctx context.Context) error {
 	}
 	if err := c.secureEmbedded(&o); err != nil {
 		return err
+	}
+	if c.Name != "" {
+		o.ServerName = c.Name
+	}
+	if c.Cluster.Enabled() {
+		o.Cluster = &embedded.Cluster{Name: c.Cluster.Name, Listen: c.Cluster.Listen, Routes: c.Cluster.Routes}
+		// JetStream needs a quorum of the cluster before it answers:
+		// wait for the other nodes to start.
+		o.ReadyTimeout = 2 * time.Minute
 	}
 	srv, err := embedded.Start(ctx, o)
 	if err != nil {
