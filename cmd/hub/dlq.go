@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hubproject/hub/hub/dlq"
@@ -22,7 +21,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	sub, args := args[0], args[1:]
 	fs := newFlags("dlq "+sub, stderr)
-	server := fs.String("server", "nats://127.0.0.1:4222", "NATS URL of the hub")
+	nf := addNATSFlags(fs)
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the hub")
 	var (
 		channel, subscription *string
@@ -47,9 +46,9 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	nc, err := nats.Connect(*server, nats.Name("hub dlq"))
+	nc, err := nf.connect("hub dlq")
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", *server, err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/hubproject/hub/publisher"
 )
 
@@ -17,7 +15,7 @@ import (
 // route's NATS door and prints the merged reply. Exit 0 on 200, 1 otherwise.
 func runGather(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("gather", stderr)
-	server := fs.String("server", "nats://127.0.0.1:4222", "NATS URL of the hub")
+	nf := addNATSFlags(fs)
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the reply")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -35,9 +33,9 @@ func runGather(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		// Strings, as in an HTTP query: the same request hits the same cache entry.
 		params[k] = v
 	}
-	nc, err := nats.Connect(*server, nats.Name("hub gather"))
+	nc, err := nf.connect("hub gather")
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", *server, err)
+		return err
 	}
 	defer nc.Close()
 	body, status, err := publisher.GatherRoute(ctx, nc, route, params, publisher.Timeout(*timeout))

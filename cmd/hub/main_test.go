@@ -80,8 +80,10 @@ func writeConfig(t *testing.T, body string) string {
 func baseConfig(store string) string {
 	return fmt.Sprintf(`
 log: {level: info, format: json}
-nats: {listen: "127.0.0.1:0", store_dir: %q}
 http: {listen: "127.0.0.1:0"}
+nats:
+  listen: "127.0.0.1:0"
+  store_dir: %q
 `, store)
 }
 

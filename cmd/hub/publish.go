@@ -9,14 +9,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/hubproject/hub/publisher"
 )
 
 func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("publish", stderr)
-	server := fs.String("server", "nats://127.0.0.1:4222", "NATS URL of the hub")
+	nf := addNATSFlags(fs)
 	typ := fs.String("type", "", "event type, e.g. order.created (required)")
 	id := fs.String("id", "", "event id (generated when empty); the dedup key")
 	source := fs.String("source", "hub/cli", "event source")
@@ -47,9 +45,9 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	nc, err := nats.Connect(*server, nats.Name("hub publish"), nats.Timeout(*timeout))
+	nc, err := nf.connect("hub publish")
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", *server, err)
+		return err
 	}
 	defer nc.Close()
 	p, err := publisher.New(nc)
