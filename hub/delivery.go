@@ -44,6 +44,34 @@ const (
 	HeaderTerminal = "Hub-Terminal"
 )
 
+// HeaderIntake on an EVENTS message names the door it came through
+// ("http"); events without it came over NATS.
+const HeaderIntake = "Hub-Intake"
+
+// W3C Trace Context headers, also the CloudEvents extension names.
+const (
+	TraceparentHeader = "traceparent"
+	TracestateHeader  = "tracestate"
+)
+
+// ValidTraceparent checks the W3C trace-context shape
+// (version-traceid-parentid-flags, lowercase hex).
+func ValidTraceparent(s string) bool {
+	if len(s) < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' || (len(s) > 55 && s[55] != '-') {
+		return false
+	}
+	for i := 0; i < 55; i++ {
+		if i == 2 || i == 35 || i == 52 {
+			continue
+		}
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return s[:2] != "ff"
+}
+
 // DeliverySubject is deliveries.<channel>.<subscription>.
 func DeliverySubject(channel, sub string) string {
 	return DeliveriesPrefix + channel + "." + sub

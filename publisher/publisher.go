@@ -46,6 +46,7 @@ type Publisher struct {
 	source  string
 	maxSize int
 	now     func() time.Time
+	header  nats.Header
 }
 
 // Option configures a Publisher.
@@ -56,6 +57,7 @@ type config struct {
 	maxSize    int
 	maxPending int
 	now        func() time.Time
+	header     nats.Header
 }
 
 // WithSource sets the CloudEvents source for events that have none.
@@ -68,6 +70,16 @@ func WithMaxEventSize(n int) Option { return func(c *config) { c.maxSize = n } }
 // WithMaxPending bounds unacknowledged async publishes (default 4096);
 // PublishAsync blocks while the window is full.
 func WithMaxPending(n int) Option { return func(c *config) { c.maxPending = n } }
+
+// WithHeader adds a header to every message published.
+func WithHeader(key, value string) Option {
+	return func(c *config) {
+		if c.header == nil {
+			c.header = nats.Header{}
+		}
+		c.header.Set(key, value)
+	}
+}
 
 // WithClock sets the clock used for default event times (tests).
 func WithClock(now func() time.Time) Option { return func(c *config) { c.now = now } }
@@ -85,7 +97,7 @@ func New(nc *nats.Conn, opts ...Option) (*Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
-	return &Publisher{js: js, source: c.source, maxSize: c.maxSize, now: c.now}, nil
+	return &Publisher{js: js, source: c.source, maxSize: c.maxSize, now: c.now, header: c.header}, nil
 }
 
 // prepare fills defaults, validates and encodes the event into a message.
@@ -102,6 +114,9 @@ func (p *Publisher) prepare(ev *Event) (*nats.Msg, error) {
 		return nil, &ValidationError{Errors: []hub.FieldError{{Reason: fmt.Sprintf("event is %d bytes, over the %d byte limit", len(body), p.maxSize)}}}
 	}
 	msg := &nats.Msg{Subject: ev.NATSSubject(), Data: body, Header: nats.Header{}}
+	for k, v := range p.header {
+		msg.Header[k] = v
+	}
 	msg.Header[jetstream.MsgIDHeader] = []string{ev.ID}
 	if tp, ok := ev.Extensions["traceparent"].(string); ok {
 		msg.Header["traceparent"] = []string{tp}

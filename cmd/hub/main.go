@@ -33,6 +33,7 @@ func commands() []command {
 		{"publish", "publish one event over NATS", runPublish},
 		{"gather", "ask a gather route: hub gather ROUTE key=value ...", runGather},
 		{"dlq", "list, replay or drop dead letters (list|replay|drop)", runDLQ},
+		{"status", "streams, consumers, dead letters, disabled subscriptions and cluster peers, over NATS", runStatus},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -100,6 +100,9 @@ func (s *Server) postStructured(w http.ResponseWriter, r *http.Request, body io.
 	}
 	if !isBatch {
 		ev, err := hub.DecodeEvent(data, "hub/http", int(maxEvent), now)
+		if err == nil && traceFromHeader(r, ev) {
+			err = ev.Validate(int(maxEvent))
+		}
 		if err != nil {
 			s.invalid(w, err)
 			return
@@ -131,6 +134,9 @@ func (s *Server) postStructured(w http.ResponseWriter, r *http.Request, body io.
 	var ferrs []hub.FieldError
 	for i, raw := range raws {
 		ev, err := hub.DecodeEvent(raw, "hub/http", int(maxEvent), now)
+		if err == nil && traceFromHeader(r, ev) {
+			err = ev.Validate(int(maxEvent))
+		}
 		if err != nil {
 			var ve *hub.ValidationError
 			if !errors.As(err, &ve) {
@@ -209,6 +215,7 @@ func (s *Server) postBinary(w http.ResponseWriter, r *http.Request, body io.Read
 		return
 	}
 	ev.SetDefaults("hub/http", now)
+	traceFromHeader(r, &ev)
 	if err := ev.Validate(int(maxEvent)); err != nil {
 		s.invalid(w, err)
 		return
@@ -328,4 +335,27 @@ func (p *peekReader) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	return p.r.Read(b)
+}
+
+// traceFromHeader gives an event without a traceparent extension the
+// request's W3C Trace Context headers (traceparent, tracestate). It reports
+// whether it changed the event.
+func traceFromHeader(r *http.Request, ev *hub.Event) bool {
+	tp := r.Header.Get(hub.TraceparentHeader)
+	if !hub.ValidTraceparent(tp) {
+		return false
+	}
+	if _, ok := ev.Extensions[hub.TraceparentHeader]; ok {
+		return false
+	}
+	if ev.Extensions == nil {
+		ev.Extensions = map[string]any{}
+	}
+	ev.Extensions[hub.TraceparentHeader] = tp
+	if ts := r.Header.Get(hub.TracestateHeader); ts != "" && len(ts) <= 512 {
+		if _, ok := ev.Extensions[hub.TracestateHeader]; !ok {
+			ev.Extensions[hub.TracestateHeader] = ts
+		}
+	}
+	return true
 }

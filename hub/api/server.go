@@ -41,6 +41,10 @@ type Config struct {
 	Tokens Tokens `yaml:"tokens" validate:"dive"`
 	// MetricsPublic serves GET /metrics without a token.
 	MetricsPublic bool `yaml:"metrics_public"`
+	// Metrics serves GET /metrics (Prometheus).
+	Metrics bool `yaml:"metrics"`
+	// Dashboard serves the web dashboard at / (and /v1/stats, GET /v1/events).
+	Dashboard bool `yaml:"dashboard"`
 	// TLS serves HTTPS.
 	TLS TLSConfig `yaml:"tls"`
 }
@@ -55,6 +59,8 @@ func DefaultConfig() Config {
 		WriteTimeout:      config.Duration(60 * time.Second),
 		IdleTimeout:       config.Duration(120 * time.Second),
 		MaxHeaderBytes:    64 << 10,
+		Metrics:           true,
+		Dashboard:         true,
 	}
 }
 
@@ -68,7 +74,9 @@ type Server struct {
 	mux    *http.ServeMux
 	srv    *http.Server
 	auth   *auth
-	now    func() time.Time
+	// handler is serveHTTP inside every middleware given to Use.
+	handler http.Handler
+	now     func() time.Time
 }
 
 // Option configures a Server.
@@ -80,10 +88,12 @@ func WithLogger(l zerolog.Logger) Option { return func(s *Server) { s.log = l } 
 // New returns a Server publishing through js.
 func New(cfg Config, events hub.EventsConfig, js jetstream.JetStream, opts ...Option) (*Server, error) {
 	s := &Server{cfg: cfg, events: events, js: js, log: zerolog.Nop(), mux: http.NewServeMux(), now: time.Now}
+	s.handler = http.HandlerFunc(s.serveHTTP)
 	for _, o := range opts {
 		o(s)
 	}
-	pub, err := publisher.New(js.Conn(), publisher.WithSource("hub/http"), publisher.WithMaxEventSize(int(events.MaxEventSize)))
+	pub, err := publisher.New(js.Conn(), publisher.WithSource("hub/http"), publisher.WithMaxEventSize(int(events.MaxEventSize)),
+		publisher.WithHeader(hub.HeaderIntake, "http"))
 	if err != nil {
 		return nil, err
 	}
@@ -109,10 +119,18 @@ func New(cfg Config, events hub.EventsConfig, js jetstream.JetStream, opts ...Op
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Handler is the API as an http.Handler, for tests and embedding.
-func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) })
+}
+
+// Use wraps every request, matched or not, in mw (the last one added runs
+// first). Call it before Serve. After next returns, mw finds the mux
+// pattern that served the request in r.Pattern ("" for none).
+func (s *Server) Use(mw func(http.Handler) http.Handler) { s.handler = mw(s.handler) }
 
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h, pattern := s.mux.Handler(r)
+	r.Pattern = pattern // for the middleware given to Use: authorize passes on a copy of r
 	r, ok := s.authorize(w, r, pattern)
 	if !ok {
 		return

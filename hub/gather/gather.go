@@ -67,11 +67,16 @@ type Option func(*options)
 type options struct {
 	log zerolog.Logger
 	now func() time.Time
+	obs func(*Result)
 }
 
 // WithLogger sets the logger (default: none). Branch failures are logged at
 // debug level, door failures (a reply that could not be sent) at warn.
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithObserver sees every finished gather (metrics). It runs on the
+// gathering goroutine: keep it quick, and do not keep the Result.
+func WithObserver(f func(*Result)) Option { return func(o *options) { o.obs = f } }
 
 // WithClock replaces time.Now for cache expiry (tests).
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
@@ -83,6 +88,7 @@ type Gatherer struct {
 	routes      map[string]*route
 	concurrency int
 	log         zerolog.Logger
+	obs         func(*Result)
 
 	mu  sync.Mutex // guards svc
 	svc *service   // the NATS door, while started
@@ -119,12 +125,12 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Gatherer, error) {
 	if err := config.Check(&cfg); err != nil {
 		return nil, fmt.Errorf("gather config: %w", err)
 	}
-	o := options{log: zerolog.Nop(), now: time.Now}
+	o := options{log: zerolog.Nop(), now: time.Now, obs: func(*Result) {}}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	cfg = cfg.WithDefaults()
-	g := &Gatherer{nc: nc, routes: make(map[string]*route, len(cfg.Routes)), concurrency: cfg.Concurrency, log: o.log}
+	g := &Gatherer{nc: nc, routes: make(map[string]*route, len(cfg.Routes)), concurrency: cfg.Concurrency, log: o.log, obs: o.obs}
 	for _, rc := range cfg.Routes {
 		rt := &route{name: rc.Name, timeout: rc.Timeout.D()}
 		for _, bc := range rc.Branches {
@@ -306,6 +312,7 @@ func (g *Gatherer) Gather(ctx context.Context, routeName string, params map[stri
 				Str("correlation_id", corr).Err(b.Err).Msg("gather branch failed")
 		}
 	}
+	g.obs(res)
 	if be := res.Failed(); be != nil {
 		return res, be
 	}

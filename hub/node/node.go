@@ -49,6 +49,7 @@ type Node struct {
 	subs      []hub.Subscription
 
 	gather *gather.Gatherer
+	obs    *observability
 
 	api      *api.Server
 	ln       net.Listener
@@ -144,7 +145,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if len(n.cfg.Gather.Routes) > 0 {
-		g, err := gather.New(n.cfg.Gather, n.nc, gather.WithLogger(n.log.With().Str("component", "gather").Logger()))
+		g, err := gather.New(n.cfg.Gather, n.nc, gather.WithLogger(n.log.With().Str("component", "gather").Logger()),
+			gather.WithObserver(n.observeGather))
 		if err != nil {
 			return err
 		}
