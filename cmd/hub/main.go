@@ -33,6 +33,8 @@ func commands() []command {
 		{"publish", "publish one event over NATS", runPublish},
 		{"gather", "ask a gather route: hub gather ROUTE key=value ...", runGather},
 		{"dlq", "list, replay or drop dead letters (list|replay|drop)", runDLQ},
+		{"trace", "an event's delivery timeline: hub trace EVENT-ID", runTrace},
+		{"audit", "check the audit file's hash chain: hub audit verify", runAudit},
 		{"status", "streams, consumers, dead letters, disabled subscriptions and cluster peers, over NATS", runStatus},
 		{"version", "print the version", runVersion},
 	}

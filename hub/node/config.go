@@ -18,6 +18,7 @@ import (
 	"github.com/hubproject/hub/hub/api"
 	"github.com/hubproject/hub/hub/gather"
 	"github.com/hubproject/hub/hub/render"
+	"github.com/hubproject/hub/subscribers/audit"
 	"github.com/hubproject/hub/subscribers/email"
 	"github.com/hubproject/hub/subscribers/sms"
 	"github.com/hubproject/hub/subscribers/webhook"
@@ -42,6 +43,9 @@ type Config struct {
 // ChannelsConfig holds each channel's settings.
 type ChannelsConfig struct {
 	Webhook webhook.Config `yaml:"webhook"`
+	// Audit records every event and delivery outcome in a hash-chained
+	// trail (the AUDIT stream and, with file set, a JSONL file).
+	Audit audit.Config `yaml:"audit"`
 	// Email and SMS are off unless configured.
 	Email *email.Config `yaml:"email"`
 	SMS   *sms.Config   `yaml:"sms"`
@@ -144,7 +148,7 @@ func DefaultConfig() Config {
 		HTTP:     api.DefaultConfig(),
 		Events:   hub.DefaultEventsConfig(),
 		Delivery: hub.DefaultDeliveryConfig(),
-		Channels: ChannelsConfig{Webhook: webhook.DefaultConfig()},
+		Channels: ChannelsConfig{Webhook: webhook.DefaultConfig(), Audit: defaultAudit()},
 		Gather:   gather.DefaultConfig(),
 	}
 }
@@ -285,4 +289,12 @@ func addPrefixed(errs *config.Errors, prefix string, err error) {
 		return
 	}
 	errs.Add(prefix, "%v", err)
+}
+
+// defaultAudit is off in code (an in-process hub in a test does not need
+// it); configs/hub.yaml turns it on.
+func defaultAudit() audit.Config {
+	c := audit.DefaultConfig()
+	c.Enabled = false
+	return c
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/hubproject/hub/hub/gather"
 	"github.com/hubproject/hub/hub/render"
 	"github.com/hubproject/hub/hub/subs"
+	"github.com/hubproject/hub/subscribers/audit"
 	"github.com/hubproject/hub/subscribers/email"
 	sublog "github.com/hubproject/hub/subscribers/log"
 	"github.com/hubproject/hub/subscribers/sms"
@@ -50,6 +51,7 @@ type Node struct {
 
 	gather *gather.Gatherer
 	obs    *observability
+	audit  *audit.Auditor
 
 	api      *api.Server
 	ln       net.Listener
@@ -118,6 +120,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	acfg := n.cfg.Channels.Audit
+	if acfg.Replicas == 0 {
+		acfg.Replicas = n.cfg.Events.Replicas
+	}
+	aud, err := audit.New(acfg, js, audit.WithLogger(n.log.With().Str("component", "audit").Logger()))
+	if err != nil {
+		return err
+	}
+	if err := aud.Start(ctx); err != nil {
+		return err
+	}
+	n.audit = aud
+	n.observers = append(n.observers, aud.Observe)
 	n.dlq = dlq.NewStore(js, func(dl dlq.DeadLetter) {
 		n.observe(dispatch.Outcome{Kind: dispatch.KindReplayed, At: time.Now(), Channel: dl.Channel, Subscription: dl.Subscription,
 			EventID: dl.EventID, EventType: dl.EventType, DeliveryID: dl.DeliveryID, Recipient: dl.Recipient, DLQID: dl.ID})
@@ -161,6 +176,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 		n.dlq.Mount(a)
+		n.audit.Mount(a)
 		n.subsStore.Mount(a)
 		n.mountObservability(a)
 		if n.gather != nil {
@@ -320,6 +336,9 @@ func (n *Node) shutdown(ctx context.Context) error {
 		step("subscriptions", 5*time.Second, n.subsStore.Stop)
 	}
 	step("close channels", 10*time.Second, n.closeChannels)
+	if n.audit != nil {
+		step("audit", 10*time.Second, n.audit.Close)
+	}
 	step("observability", 5*time.Second, n.stopObservability)
 	if n.nc != nil {
 		step("nats connection", 10*time.Second, func(ctx context.Context) error {

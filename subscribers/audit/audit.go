@@ -1,0 +1,463 @@
+// Package audit keeps the hub's audit trail: a record of every event and of
+// every delivery outcome (routed, delivered, failed, deferred,
+// dead_lettered, replayed, disabled, invalid), written to a hash-chained
+// JSONL file and to the AUDIT JetStream stream, and read back per event by
+// Trace.
+//
+// One writer goroutine owns the chain. Events come from the Auditor's own
+// durable consumer on EVENTS (acknowledged once their record is stored in
+// AUDIT); outcomes come from Observe, which the dispatchers call on their
+// hot path, through a bounded queue. The writer seals each record into the
+// chain (seq, prev, hash), appends the batch to the file with one write,
+// publishes it to AUDIT asynchronously (records of one event grouped into
+// one message) and waits for the acks. The file is fsynced every
+// fsync_interval. docs/audit.md has the record format and the guarantees.
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/hubproject/hub/config"
+	"github.com/hubproject/hub/hub"
+	"github.com/hubproject/hub/hub/dispatch"
+)
+
+// ConsumerName is the Auditor's durable consumer on EVENTS.
+const ConsumerName = "hub-audit"
+
+// Tuning of the writer.
+const (
+	// chunkRecords is the most records published before waiting for acks.
+	chunkRecords = 4096
+	// maxGroupBytes caps one AUDIT message (records of one subject in a
+	// chunk) below the connection's max payload; a larger record goes alone.
+	maxGroupBytes = 512 << 10
+	// ackTimeout bounds the wait for one chunk's acks before retrying.
+	ackTimeout = 10 * time.Second
+	// logEvery rate-limits repeated warnings (drops, store errors).
+	logEvery = 10 * time.Second
+)
+
+// StreamConfig is the AUDIT stream.
+func StreamConfig(c Config) jetstream.StreamConfig {
+	maxBytes := int64(c.MaxBytes)
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "hub: audit records of every event and delivery outcome",
+		Subjects:    []string{SubjectPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      c.MaxAge.D(),
+		MaxBytes:    maxBytes,
+		// Dedup of a chunk re-published after a lost ack.
+		Duplicates: min(2*time.Minute, c.MaxAge.D()),
+		Replicas:   max(c.Replicas, 1),
+	}
+}
+
+// Auditor writes the audit trail.
+type Auditor struct {
+	cfg      Config
+	js       jetstream.JetStream
+	log      zerolog.Logger
+	now      func() time.Time
+	redact   *redactor
+	q        *queue
+	writerID string // dedup ids of this process's AUDIT messages
+
+	// Owned by the writer goroutine once started.
+	file         *chainFile
+	chain        chain
+	lineBuf      []byte
+	groupBufs    [][]byte // message buffers of the last chunk, reused
+	groupOf      []int
+	lineEnds     []int
+	maxGroup     int
+	closeFileErr error // read after writerDone
+
+	started     atomic.Bool
+	it          jetstream.MessagesContext
+	consumeDone chan struct{}
+	writerDone  chan struct{}
+	stop        chan struct{} // closed when Close gives up waiting: producers and retries stop
+	stopOnce    sync.Once
+	closeOnce   sync.Once
+	closeErr    error
+
+	records      atomic.Uint64
+	dropped      atomic.Uint64
+	unrecorded   atomic.Uint64 // drops not yet marked by a records_dropped record
+	storeErrors  atomic.Uint64
+	fileErrors   atomic.Uint64
+	lastDropLog  atomic.Int64
+	lastStoreLog atomic.Int64
+	lastFileLog  atomic.Int64
+}
+
+// Option configures an Auditor.
+type Option func(*Auditor)
+
+// WithLogger sets the logger.
+func WithLogger(l zerolog.Logger) Option { return func(a *Auditor) { a.log = l } }
+
+// WithClock sets the clock used for record times not given by an outcome.
+func WithClock(now func() time.Time) Option { return func(a *Auditor) { a.now = now } }
+
+// New validates cfg and returns an Auditor; Start runs it. With
+// cfg.Enabled false every method is a no-op.
+func New(cfg Config, js jetstream.JetStream, opts ...Option) (*Auditor, error) {
+	if err := config.Check(&cfg); err != nil {
+		return nil, fmt.Errorf("audit config:\n%w", err)
+	}
+	if cfg.Enabled && js == nil {
+		return nil, errors.New("audit: no JetStream")
+	}
+	a := &Auditor{
+		cfg:         cfg,
+		js:          js,
+		log:         zerolog.Nop(),
+		now:         time.Now,
+		redact:      newRedactor(cfg.Redact),
+		q:           newQueue(cfg.QueueSize),
+		writerID:    ulid.Make().String(),
+		consumeDone: make(chan struct{}),
+		writerDone:  make(chan struct{}),
+		stop:        make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(a)
+	}
+	return a, nil
+}
+
+// Start creates the AUDIT stream, opens the file (repairing a torn tail)
+// and starts recording. Outcomes observed before Start wait in the queue.
+func (a *Auditor) Start(ctx context.Context) (err error) {
+	if !a.cfg.Enabled {
+		return nil
+	}
+	if !a.started.CompareAndSwap(false, true) {
+		return errors.New("audit: already started")
+	}
+	defer func() {
+		if err != nil {
+			a.started.Store(false)
+			if a.file != nil {
+				_ = a.file.close()
+				a.file = nil
+			}
+		}
+	}()
+	if _, err := hub.EnsureStream(ctx, a.js, StreamConfig(a.cfg)); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	var first []item
+	if a.cfg.File != "" {
+		cf, rec, err := openChainFile(a.cfg.File)
+		if err != nil {
+			return err
+		}
+		a.file, a.chain = cf, rec.chain
+		first = a.recovered(rec)
+	}
+	cons, err := a.ensureConsumer(ctx)
+	if err != nil {
+		return err
+	}
+	// A short pull expiry bounds how long a lost pull request can stall
+	// the consumer (seen under heavy CPU contention; the default is 30s).
+	it, err := cons.Messages(jetstream.PullMaxMessages(256), jetstream.PullExpiry(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("audit: consume events: %w", err)
+	}
+	a.it = it
+	a.maxGroup = maxGroupBytes
+	if nc := a.js.Conn(); nc != nil && nc.MaxPayload() > 0 {
+		a.maxGroup = int(min(int64(maxGroupBytes), nc.MaxPayload()-4<<10))
+	}
+	go a.writeLoop(first)
+	go a.consumeLoop()
+	return nil
+}
+
+// recovered logs what openChainFile repaired and returns the records that
+// put it in the chain.
+func (a *Auditor) recovered(rec recovery) []item {
+	l := a.log.With().Str("file", a.file.path).Logger()
+	if rec.completed {
+		l.Info().Uint64("seq", rec.chain.seq).Msg("audit: completed the last record, which lacked its newline")
+	}
+	if rec.restart == nil && rec.tornBytes == 0 {
+		return nil
+	}
+	r := Record{Kind: KindChainRepaired, At: a.now()}
+	if rec.tornBytes > 0 {
+		r.TruncatedBytes, r.TruncatedAt, r.TruncatedSHA256 = rec.tornBytes, rec.tornAt, rec.tornSHA256
+		r.Reason = "torn tail truncated: a write was cut short (crash or power loss)"
+		l.Warn().Int64("bytes", rec.tornBytes).Int64("offset", rec.tornAt).Msg("audit: truncated a torn tail; the chain continues after it")
+	}
+	if rec.restart != nil {
+		r.Reason = "the last record is unreadable (" + rec.restart.Error() + "); a new chain starts here"
+		l.Error().Err(rec.restart).Msg("audit: the last record of the file is unreadable; starting a new chain (verify will report the break)")
+	}
+	return []item{{subject: HubSubject, body: appendBody(nil, &r)}}
+}
+
+// ConsumerConfig is hub-audit on EVENTS. It acknowledges with AckAll: the
+// writer stores records in the order events arrive, so one ack per batch
+// (the last event whose records, and all before it, are stored) covers
+// the batch. A new consumer starts with new events unless the stream is
+// empty, like the dispatchers'; see ensureConsumer.
+func ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		Description:   "hub: audit record of every event",
+		FilterSubject: hub.SubjectPrefix + ">",
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		// Bounds the events held in memory between fetch and store.
+		MaxAckPending: 2048,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// ensureConsumer creates or updates hub-audit, keeping the start policy
+// of an existing one.
+func (a *Auditor) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cfg := ConsumerConfig()
+	if c, err := a.js.Consumer(ctx, hub.EventsStream, cfg.Durable); err == nil {
+		info := c.CachedInfo()
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartSeq, info.Config.OptStartTime
+	} else if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		st, err := a.js.Stream(ctx, hub.EventsStream)
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		if st.CachedInfo().State.Msgs > 0 {
+			cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+		}
+	} else {
+		return nil, fmt.Errorf("audit: look up consumer: %w", err)
+	}
+	c, err := a.js.CreateOrUpdateConsumer(ctx, hub.EventsStream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("audit: events consumer: %w", err)
+	}
+	return c, nil
+}
+
+// Observe records a delivery outcome. It is a dispatch.Observer: it does
+// no I/O, it encodes the record and queues it. When the queue is full it
+// waits up to queue_wait for room (backpressure on the dispatcher), then
+// drops the record and counts it. With wait_stored it returns once the
+// record is stored in AUDIT.
+func (a *Auditor) Observe(o dispatch.Outcome) {
+	if !a.cfg.Enabled || o.Kind == dispatch.KindUnmatched {
+		return // unmatched: nothing happened; the event record covers it
+	}
+	r := recordFromOutcome(o)
+	if r.At.IsZero() {
+		r.At = a.now()
+	}
+	a.redact.outcome(&r)
+	it := item{subject: EventSubject(r.EventID), body: appendBody(getBody(), &r)}
+	t, ok := a.q.put(it, a.cfg.QueueWait.D(), a.stop)
+	if !ok {
+		a.drop()
+		return
+	}
+	// A routed record needs no wait: it precedes the attempt, and the
+	// attempt's own record, queued after it, cannot be stored before it.
+	// Before Start there is no writer to wait for.
+	if a.cfg.WaitStored && o.Kind != dispatch.KindRouted && a.started.Load() {
+		a.q.waitDone(t, ackTimeout, a.stop)
+	}
+}
+
+func (a *Auditor) drop() {
+	total := a.dropped.Add(1)
+	a.unrecorded.Add(1)
+	if a.every(&a.lastDropLog) {
+		a.log.Warn().Uint64("dropped_total", total).Int("queue_size", a.cfg.QueueSize).
+			Msg("audit: queue full, delivery records dropped (a records_dropped record marks the gap)")
+	}
+}
+
+// every reports whether logEvery has passed since *last, and resets it.
+func (a *Auditor) every(last *atomic.Int64) bool {
+	now := time.Now().UnixNano()
+	prev := last.Load()
+	return now-prev >= int64(logEvery) && last.CompareAndSwap(prev, now)
+}
+
+// Flush waits until every record observed or consumed so far is written to
+// the file and stored in AUDIT (or given up after Close's deadline).
+func (a *Auditor) Flush(ctx context.Context) error {
+	if !a.cfg.Enabled {
+		return nil
+	}
+	if !a.q.waitDone(a.q.last(), -1, ctx.Done()) {
+		return fmt.Errorf("audit flush: %w", ctx.Err())
+	}
+	return nil
+}
+
+// Stats are the Auditor's counters, for metrics.
+type Stats struct {
+	Records     uint64 // records written to the chain
+	Dropped     uint64 // delivery records dropped on a full queue
+	Queued      int    // records waiting for the writer
+	StoreErrors uint64 // records the AUDIT stream never acknowledged
+	FileErrors  uint64 // failed writes or fsyncs of the file
+}
+
+// Stats returns the counters.
+func (a *Auditor) Stats() Stats {
+	return Stats{
+		Records: a.records.Load(), Dropped: a.dropped.Load(), Queued: a.q.len(),
+		StoreErrors: a.storeErrors.Load(), FileErrors: a.fileErrors.Load(),
+	}
+}
+
+// Close stops consuming events, writes and stores everything queued, and
+// fsyncs and closes the file, within ctx. Call it after the dispatchers
+// have stopped. It is idempotent.
+func (a *Auditor) Close(ctx context.Context) error {
+	a.closeOnce.Do(func() { a.closeErr = a.close(ctx) })
+	return a.closeErr
+}
+
+func (a *Auditor) close(ctx context.Context) error {
+	if !a.started.Load() {
+		a.q.close()
+		a.halt()
+		return nil
+	}
+	// Events fetched but not yet queued are queued (and acked when stored).
+	a.it.Drain()
+	var err error
+	select {
+	case <-a.consumeDone:
+	case <-ctx.Done():
+		a.halt()
+		a.it.Stop()
+		<-a.consumeDone
+		err = ctx.Err()
+	}
+	a.q.close()
+	select {
+	case <-a.writerDone:
+	case <-ctx.Done():
+		a.halt() // the writer stops retrying, writes what it holds to the file and exits
+		<-a.writerDone
+		err = ctx.Err()
+	}
+	if n := a.unrecorded.Load(); n > 0 {
+		a.log.Warn().Uint64("dropped", n).Msg("audit: records dropped at shutdown were not marked in the trail")
+	}
+	if err != nil {
+		return fmt.Errorf("audit close: %w", err)
+	}
+	return a.closeFileErr
+}
+
+func (a *Auditor) halt() { a.stopOnce.Do(func() { close(a.stop) }) }
+
+func (a *Auditor) consumeLoop() {
+	defer close(a.consumeDone)
+	for {
+		msg, err := a.it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			a.log.Warn().Err(err).Msg("audit: consume events")
+			select {
+			case <-a.stop:
+				return
+			case <-time.After(100 * time.Millisecond): // pace a failing consume
+			}
+			continue
+		}
+		// No drops for events: wait for room. If the hub is stopping the
+		// message stays unacknowledged and comes back after a restart.
+		_, _ = a.q.put(a.eventItem(msg), -1, a.stop)
+	}
+}
+
+// eventItem builds the event record of an EVENTS message. The id follows
+// the dispatcher's rule for envelopes without one, so outcome records and
+// the event record agree.
+func (a *Auditor) eventItem(msg jetstream.Msg) item {
+	r := Record{Kind: KindEvent, At: a.now()}
+	if meta, err := msg.Metadata(); err == nil {
+		r.At, r.StreamSeq = meta.Timestamp, meta.Sequence.Stream
+	}
+	data := msg.Data()
+	var head struct {
+		ID   string `json:"id"`
+		Type string `json:"type"`
+	}
+	// A field of the wrong type is skipped, not fatal: any other error
+	// means the body is not JSON.
+	err := json.Unmarshal(data, &head)
+	var typeErr *json.UnmarshalTypeError
+	isJSON := err == nil || errors.As(err, &typeErr)
+	r.EventID, r.EventType = head.ID, head.Type
+	if r.EventID == "" {
+		r.EventID = msg.Headers().Get(jetstream.MsgIDHeader)
+	}
+	if r.EventID == "" {
+		r.EventID = "seq-" + strconv.FormatUint(r.StreamSeq, 10)
+	}
+	if r.EventType == "" {
+		r.EventType = msg.Subject()[len(hub.SubjectPrefix):]
+	}
+	var ok bool
+	switch {
+	case isJSON && len(a.redact.paths) == 0 && !bytes.ContainsAny(data, "\r\n"):
+		r.Event, ok = data, true // valid, and already one line
+	case isJSON:
+		r.Event, ok = a.redact.event(data)
+	}
+	switch {
+	case ok:
+	case len(a.redact.paths) == 0:
+		r.Event = appendString(nil, string(data)) // kept as a string
+		r.Error = "the stored event is not valid JSON"
+	default:
+		r.Event = nil // nothing in it could be redacted
+		r.Error = "the stored event is not valid JSON; not recorded because redaction is configured"
+	}
+	return item{subject: EventSubject(r.EventID), body: appendBody(make([]byte, 0, len(r.Event)+256), &r), ack: msg}
+}
+
+// Record bodies are built on the dispatcher's goroutines and copied into
+// the chain by the writer; pooling them keeps the GC out of the hot path.
+var bodies = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func getBody() []byte { return (*bodies.Get().(*[]byte))[:0] }
+
+func putBody(b []byte) {
+	if cap(b) > 4<<10 {
+		return // an event record: let it go
+	}
+	bodies.Put(&b)
+}

@@ -1,0 +1,247 @@
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hubproject/hub/hub/dispatch"
+)
+
+// Record kinds besides the delivery outcome kinds of package dispatch
+// (routed, delivered, failed, deferred, dead_lettered, replayed, disabled,
+// invalid).
+const (
+	// KindEvent: an event was stored in EVENTS; Event holds it (redacted).
+	KindEvent = "event"
+	// KindChainRepaired: the writer found a torn tail (a crash mid-write)
+	// and truncated it; TruncatedBytes/TruncatedAt/TruncatedSHA256 say
+	// what was removed.
+	KindChainRepaired = "chain_repaired"
+	// KindRecordsDropped: Count delivery records were dropped because the
+	// queue stayed full for queue_wait.
+	KindRecordsDropped = "records_dropped"
+)
+
+// Record is one line of the audit trail, in the file and in the AUDIT
+// stream alike. Seq, Prev and Hash form the hash chain: Hash is the hex
+// SHA-256 of the line without its trailing ,"hash":"..." member (its
+// canonical bytes), and Prev is the Hash of the record before it.
+type Record struct {
+	Seq  uint64    `json:"seq"`
+	Prev string    `json:"prev"`
+	Kind string    `json:"kind"`
+	At   time.Time `json:"at"`
+
+	EventID      string  `json:"event_id,omitempty"`
+	EventType    string  `json:"event_type,omitempty"`
+	Channel      string  `json:"channel,omitempty"`
+	Subscription string  `json:"subscription,omitempty"`
+	DeliveryID   string  `json:"delivery_id,omitempty"`
+	Recipient    string  `json:"recipient,omitempty"`
+	Attempt      int     `json:"attempt,omitempty"`
+	Status       int     `json:"status,omitempty"`
+	LatencyMS    float64 `json:"latency_ms,omitempty"`
+	Permanent    bool    `json:"permanent,omitempty"`
+	RetryInMS    int64   `json:"retry_in_ms,omitempty"`
+	Error        string  `json:"error,omitempty"`
+	Reason       string  `json:"reason,omitempty"`
+	Response     string  `json:"response,omitempty"`
+	DLQID        uint64  `json:"dlq_id,omitempty"`
+	// StreamSeq is the EVENTS sequence of an event record.
+	StreamSeq uint64 `json:"stream_seq,omitempty"`
+	// Count of records_dropped.
+	Count uint64 `json:"count,omitempty"`
+	// What a chain_repaired record truncated.
+	TruncatedBytes  int64  `json:"truncated_bytes,omitempty"`
+	TruncatedAt     int64  `json:"truncated_at,omitempty"`
+	TruncatedSHA256 string `json:"truncated_sha256,omitempty"`
+
+	Event json.RawMessage `json:"event,omitempty"`
+	Hash  string          `json:"hash"`
+}
+
+// recordFromOutcome copies what the trail keeps of a dispatcher outcome.
+func recordFromOutcome(o dispatch.Outcome) Record {
+	r := Record{
+		Kind: o.Kind, At: o.At, EventID: o.EventID, EventType: o.EventType, Channel: o.Channel,
+		Subscription: o.Subscription, DeliveryID: o.DeliveryID, Recipient: o.Recipient, Attempt: o.Attempt,
+		Status: o.Result.Status, Permanent: o.Permanent, Reason: o.Reason, Response: o.Result.Response, DLQID: o.DLQID,
+	}
+	if o.Duration > 0 {
+		r.LatencyMS = float64(o.Duration.Microseconds()) / 1000
+	}
+	if o.RetryIn > 0 {
+		r.RetryInMS = o.RetryIn.Milliseconds()
+	}
+	if o.Err != nil {
+		r.Error = truncate(o.Err.Error())
+	}
+	if r.Reason == r.Error {
+		r.Reason = ""
+	}
+	r.Reason = truncate(r.Reason)
+	return r
+}
+
+const maxTextLen = 1024
+
+func truncate(s string) string {
+	if len(s) <= maxTextLen {
+		return s
+	}
+	s = s[:maxTextLen]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1] // do not cut a rune in half
+	}
+	return s + "…"
+}
+
+// appendBody appends r's members after kind, without seq, prev and hash
+// (the writer adds those), and without the enclosing braces. It is written
+// by hand, not with encoding/json: it runs on the dispatcher's hot path.
+func appendBody(b []byte, r *Record) []byte {
+	b = append(b, `"kind":`...)
+	b = appendString(b, r.Kind)
+	b = append(b, `,"at":"`...)
+	b = r.At.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	str := func(name, v string) {
+		if v != "" {
+			b = append(b, `,"`...)
+			b = append(b, name...)
+			b = append(b, `":`...)
+			b = appendString(b, v)
+		}
+	}
+	num := func(name string, v int64) {
+		if v != 0 {
+			b = append(b, `,"`...)
+			b = append(b, name...)
+			b = append(b, `":`...)
+			b = strconv.AppendInt(b, v, 10)
+		}
+	}
+	unum := func(name string, v uint64) {
+		if v != 0 {
+			b = append(b, `,"`...)
+			b = append(b, name...)
+			b = append(b, `":`...)
+			b = strconv.AppendUint(b, v, 10)
+		}
+	}
+	str("event_id", r.EventID)
+	str("event_type", r.EventType)
+	str("channel", r.Channel)
+	str("subscription", r.Subscription)
+	str("delivery_id", r.DeliveryID)
+	str("recipient", r.Recipient)
+	num("attempt", int64(r.Attempt))
+	num("status", int64(r.Status))
+	if r.LatencyMS != 0 {
+		b = append(b, `,"latency_ms":`...)
+		b = strconv.AppendFloat(b, r.LatencyMS, 'f', -1, 64)
+	}
+	if r.Permanent {
+		b = append(b, `,"permanent":true`...)
+	}
+	num("retry_in_ms", r.RetryInMS)
+	str("error", r.Error)
+	str("reason", r.Reason)
+	str("response", r.Response)
+	unum("dlq_id", r.DLQID)
+	unum("stream_seq", r.StreamSeq)
+	unum("count", r.Count)
+	if r.Kind == KindChainRepaired {
+		// Zero is meaningful here (a torn first line starts at offset 0).
+		b = append(b, `,"truncated_bytes":`...)
+		b = strconv.AppendInt(b, r.TruncatedBytes, 10)
+		b = append(b, `,"truncated_at":`...)
+		b = strconv.AppendInt(b, r.TruncatedAt, 10)
+	}
+	str("truncated_sha256", r.TruncatedSHA256)
+	if len(r.Event) > 0 {
+		b = append(b, `,"event":`...)
+		b = append(b, r.Event...) // compact JSON: no newline can break the line
+	}
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
+// control characters (and U+2028/2029) are escaped, so a line never
+// contains a raw newline.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// Subjects of the AUDIT stream. Records about an event go to
+// audit.ev.<b>, where the bucket b is the first hex digit of the SHA-256
+// of the event id: never the raw id (ids may contain '.', '*' or '>'),
+// few subjects (so the writer can store a whole batch in at most 16
+// messages, and JetStream's per-subject index stays tiny), and a trace
+// reads 1/16 of the stream in its time window. Records not about one
+// event (chain repairs, drops, disabled subscriptions) go to audit.hub.
+// docs/audit.md explains the choice.
+const (
+	StreamName    = "AUDIT"
+	SubjectPrefix = "audit."
+	HubSubject    = "audit.hub"
+	eventSubjects = "audit.ev."
+)
+
+// EventSubject is the AUDIT subject holding the records of eventID.
+func EventSubject(eventID string) string {
+	if eventID == "" {
+		return HubSubject
+	}
+	sum := sha256.Sum256([]byte(eventID))
+	return eventSubjects + hexDigits[sum[0]>>4:sum[0]>>4+1]
+}
