@@ -188,12 +188,13 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dispatch %s: retry consumer: %w", d.channel, err)
 	}
-	batch := jetstream.PullMaxMessages(max(n, 16))
-	evIt, err := evCons.Messages(batch)
+	// A short expiry bounds how long a lost pull request can stall delivery.
+	batch := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(max(n, 16)), jetstream.PullExpiry(5 * time.Second)}
+	evIt, err := evCons.Messages(batch...)
 	if err != nil {
 		return fmt.Errorf("dispatch %s: consume events: %w", d.channel, err)
 	}
-	rtIt, err := rtCons.Messages(batch)
+	rtIt, err := rtCons.Messages(batch...)
 	if err != nil {
 		evIt.Stop()
 		return fmt.Errorf("dispatch %s: consume retries: %w", d.channel, err)

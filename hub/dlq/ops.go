@@ -68,7 +68,8 @@ func (s *Store) List(ctx context.Context, f Filter) ([]DeadLetter, error) {
 	if st.CachedInfo().State.Msgs == 0 {
 		return out, nil
 	}
-	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{f.subject()}})
+	// A short inactivity threshold: the server drops the consumer soon after.
+	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{f.subject()}, InactiveThreshold: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("dlq: %w", err)
 	}
