@@ -28,6 +28,7 @@ import (
 	"github.com/hubproject/hub/config"
 	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/render"
+	"github.com/hubproject/hub/subscribers/internal/pace"
 )
 
 // Sender is the email channel. It is safe for concurrent use; Send blocks
@@ -35,7 +36,7 @@ import (
 type Sender struct {
 	cfg     Config
 	tlsConf *tls.Config
-	limit   *limiter
+	limit   *pace.Limiter
 
 	// tokens holds one token per pooled connection: taking one is the
 	// right to use a conn from idle.
@@ -87,7 +88,7 @@ func New(cfg Config, opts ...Option) (*Sender, error) {
 	}
 	s := &Sender{
 		cfg:     cfg,
-		limit:   newLimiter(cfg.RateLimit, o.maxWait),
+		limit:   pace.New("email", cfg.RateLimit, o.maxWait),
 		tokens:  make(chan struct{}, cfg.PoolSize),
 		closing: make(chan struct{}),
 	}
@@ -146,7 +147,7 @@ func (s *Sender) Send(ctx context.Context, d *hub.Delivery) error {
 	if err != nil {
 		return hub.Permanent(fmt.Errorf("email: %w", err))
 	}
-	if err := s.limit.wait(ctx); err != nil {
+	if err := s.limit.Wait(ctx); err != nil {
 		return err
 	}
 	c, err := s.acquire(ctx)

@@ -25,13 +25,14 @@ import (
 	"github.com/hubproject/hub/config"
 	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/render"
+	"github.com/hubproject/hub/subscribers/internal/pace"
 )
 
 // Sender is the SMS channel; safe for concurrent use.
 type Sender struct {
 	cfg    Config
 	client *http.Client
-	limit  *limiter
+	limit  *pace.Limiter
 	p      provider
 
 	mu       sync.Mutex
@@ -85,7 +86,7 @@ func New(cfg Config, opts ...Option) (*Sender, error) {
 	s := &Sender{
 		cfg:     cfg,
 		client:  o.client,
-		limit:   newLimiter(cfg.RateLimit, o.maxWait),
+		limit:   pace.New("sms", cfg.RateLimit, o.maxWait),
 		drained: make(chan struct{}),
 	}
 	if s.client == nil {
@@ -143,7 +144,7 @@ func (s *Sender) Send(ctx context.Context, d *hub.Delivery) error {
 	if err != nil {
 		return hub.Permanent(fmt.Errorf("sms: %w", err))
 	}
-	if err := s.limit.wait(ctx); err != nil {
+	if err := s.limit.Wait(ctx); err != nil {
 		return err
 	}
 	resp, err := s.client.Do(req)

@@ -426,8 +426,11 @@ func TestConcurrentSends(t *testing.T) {
 	if n := len(f.Messages()); n != 160 {
 		t.Fatalf("%d messages, want 160", n)
 	}
-	if n := f.Connections(); n > 8 {
-		t.Errorf("%d connections for 8 workers", n)
+	// Keep-alive: far fewer connections than the 200 requests. net/http may
+	// dial a spare while a finished connection returns to the pool, so
+	// allow some slack over the 8 workers.
+	if n := f.Connections(); n > 16 {
+		t.Errorf("%d connections for 8 workers and 200 requests", n)
 	}
 }
 
