@@ -36,6 +36,7 @@ func commands() []command {
 		{"trace", "an event's delivery timeline: hub trace EVENT-ID", runTrace},
 		{"audit", "check the audit file's hash chain: hub audit verify", runAudit},
 		{"status", "streams, consumers, dead letters, disabled subscriptions and cluster peers, over NATS", runStatus},
+		{"bench", "drive load against a hub and measure throughput, latency, CPU and memory", runBench},
 		{"version", "print the version", runVersion},
 	}
 }
