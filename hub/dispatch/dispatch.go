@@ -158,6 +158,16 @@ func (d *Dispatcher) SetRoutes(rs []Route) {
 	d.routes.Store(&cp)
 }
 
+// wants reports whether an enabled subscription matches the event type.
+func (d *Dispatcher) wants(typ string) bool {
+	for _, r := range *d.routes.Load() {
+		if !r.Sub.Disabled && r.Sub.Matches(typ) {
+			return true
+		}
+	}
+	return false
+}
+
 func (d *Dispatcher) route(id string) (Route, bool) {
 	for _, r := range *d.routes.Load() {
 		if r.Sub.ID == id {
@@ -355,6 +365,14 @@ type target struct {
 }
 
 func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
+	// Most channels want few event types: match on the subject first and
+	// skip decoding events no subscription of this channel wants. (An
+	// invalid envelope is dead-lettered by the channels that want it.)
+	if typ, ok := strings.CutPrefix(msg.Subject(), hub.SubjectPrefix); ok && !d.wants(typ) {
+		_ = msg.Ack()
+		d.obs(Outcome{Kind: KindUnmatched, At: d.now(), Channel: d.channel, EventType: typ})
+		return
+	}
 	ev, err := d.decode(msg)
 	if err != nil {
 		d.invalidEvent(ctx, msg, err)
@@ -394,14 +412,24 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	}
 	stop := d.keepAlive(msg)
 	if len(targets) == 1 {
-		d.sendTarget(ctx, ev, msg.Data(), targets[0], now)
+		d.sendTarget(ctx, ev, msg.Data(), targets[0], now, false)
 	} else {
+		// A slot is taken before each goroutine starts, so an event with
+		// 1,000 targets runs at most `concurrency` goroutines at a time.
 		var wg sync.WaitGroup
 		for _, t := range targets {
+			if t.renderErr != nil {
+				continue
+			}
+			if !d.acquire(ctx) {
+				t.err = ctx.Err()
+				continue
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				d.sendTarget(ctx, ev, msg.Data(), t, now)
+				defer d.release()
+				d.sendTarget(ctx, ev, msg.Data(), t, now, true)
 			}()
 		}
 		wg.Wait()
@@ -436,7 +464,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	_ = msg.Ack()
 }
 
-func (d *Dispatcher) sendTarget(ctx context.Context, ev *hub.Event, raw []byte, t *target, now time.Time) {
+func (d *Dispatcher) sendTarget(ctx context.Context, ev *hub.Event, raw []byte, t *target, now time.Time, held bool) {
 	if t.renderErr != nil {
 		return
 	}
@@ -450,7 +478,11 @@ func (d *Dispatcher) sendTarget(ctx context.Context, ev *hub.Event, raw []byte, 
 		Attempt:      1,
 		FirstAttempt: now,
 	}
-	t.err, t.took = d.send(ctx, del)
+	if held {
+		t.err, t.took = d.sendHeld(ctx, del)
+	} else {
+		t.err, t.took = d.send(ctx, del)
+	}
 	t.result = del.Outcome
 	d.report(del, t.err, t.took, 1)
 }
@@ -530,12 +562,27 @@ func (d *Dispatcher) publishAll(ctx context.Context, msgs []*nats.Msg) error {
 // send makes one attempt, bounded by the channel's concurrency. A panic in
 // the channel is an error, not a crash.
 func (d *Dispatcher) send(ctx context.Context, del *hub.Delivery) (err error, took time.Duration) {
-	select {
-	case d.sendSem <- struct{}{}:
-	case <-ctx.Done():
+	if !d.acquire(ctx) {
 		return ctx.Err(), 0
 	}
-	defer func() { <-d.sendSem }()
+	defer d.release()
+	return d.sendHeld(ctx, del)
+}
+
+// acquire takes a send slot, or reports false when ctx ends first.
+func (d *Dispatcher) acquire(ctx context.Context) bool {
+	select {
+	case d.sendSem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (d *Dispatcher) release() { <-d.sendSem }
+
+// sendHeld makes the attempt; the caller holds a send slot.
+func (d *Dispatcher) sendHeld(ctx context.Context, del *hub.Delivery) (err error, took time.Duration) {
 	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
