@@ -47,6 +47,8 @@ type Publisher struct {
 	maxSize int
 	now     func() time.Time
 	header  nats.Header
+	// validated: the caller validated every event already.
+	validated bool
 }
 
 // Option configures a Publisher.
@@ -58,7 +60,13 @@ type config struct {
 	maxPending int
 	now        func() time.Time
 	header     nats.Header
+	validated  bool
 }
+
+// WithValidatedEvents skips validation for a caller that has already
+// validated every event it publishes (the hub's HTTP API does); encoding
+// and the size limit still apply.
+func WithValidatedEvents() Option { return func(c *config) { c.validated = true } }
 
 // WithSource sets the CloudEvents source for events that have none.
 func WithSource(s string) Option { return func(c *config) { c.source = s } }
@@ -97,14 +105,16 @@ func New(nc *nats.Conn, opts ...Option) (*Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
-	return &Publisher{js: js, source: c.source, maxSize: c.maxSize, now: c.now, header: c.header}, nil
+	return &Publisher{js: js, source: c.source, maxSize: c.maxSize, now: c.now, header: c.header, validated: c.validated}, nil
 }
 
 // prepare fills defaults, validates and encodes the event into a message.
 func (p *Publisher) prepare(ev *Event) (*nats.Msg, error) {
 	ev.SetDefaults(p.source, p.now())
-	if err := ev.Validate(0); err != nil {
-		return nil, err
+	if !p.validated {
+		if err := ev.Validate(0); err != nil {
+			return nil, err
+		}
 	}
 	body, err := ev.MarshalJSON()
 	if err != nil {

@@ -93,7 +93,7 @@ func New(cfg Config, events hub.EventsConfig, js jetstream.JetStream, opts ...Op
 		o(s)
 	}
 	pub, err := publisher.New(js.Conn(), publisher.WithSource("hub/http"), publisher.WithMaxEventSize(int(events.MaxEventSize)),
-		publisher.WithHeader(hub.HeaderIntake, "http"))
+		publisher.WithHeader(hub.HeaderIntake, "http"), publisher.WithValidatedEvents())
 	if err != nil {
 		return nil, err
 	}
