@@ -6,7 +6,7 @@ CONFIG    ?= configs/hub.yaml
 FUZZTIME  ?= 5s
 PKGS      := ./...
 
-.PHONY: build run responders cluster demo test test-unit fuzz-short fuzz bench bench-peers lint fmt clean
+.PHONY: build run responders cluster demo test test-unit fuzz-short fuzz bench bench-peers chaos lint fmt clean
 
 build: ## build bin/hub
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/hub ./cmd/hub
@@ -47,6 +47,9 @@ bench: ## benchmarks, benchstat-comparable output
 
 bench-peers: ## the hub vs raw JetStream and RabbitMQ, plus scale curves; writes docs/peers.md (installs rabbitmq-server if missing)
 	./scripts/bench-peers.sh
+
+chaos: ## fault scenarios against the real hub binary, each ending in a ledger (about 6 minutes; docs/reliability.md)
+	HUB_CHAOS=1 $(GO) test -count=1 -v -timeout 45m -run '^TestChaos' ./chaos/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -199,7 +199,9 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		return fmt.Errorf("dispatch %s: retry consumer: %w", d.channel, err)
 	}
 	// A short expiry bounds how long a lost pull request can stall delivery.
-	batch := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(max(n, 16)), jetstream.PullExpiry(5 * time.Second)}
+	// Fetch about what the workers can start now: a message waiting in the
+	// client buffer gets no InProgress and could outlive its AckWait.
+	batch := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(max(n/2, 8)), jetstream.PullExpiry(5 * time.Second)}
 	evIt, err := evCons.Messages(batch...)
 	if err != nil {
 		return fmt.Errorf("dispatch %s: consume events: %w", d.channel, err)
@@ -243,7 +245,9 @@ func (d *Dispatcher) ensureEventsConsumer(ctx context.Context) (jetstream.Consum
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       d.cfg.AckWait.D(),
 		MaxDeliver:    -1,
-		MaxAckPending: max(4*cap(d.sendSem), 256),
+		// Room for a restarted hub while a killed one's fetched messages
+		// wait out their AckWait.
+		MaxAckPending: max(16*cap(d.sendSem), 1024),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 	if c, err := d.js.Consumer(ctx, hub.EventsStream, cfg.Durable); err == nil {

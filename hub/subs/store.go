@@ -351,12 +351,24 @@ func (s *Store) run(w jetstream.KeyWatcher, cancel context.CancelFunc, ready cha
 	for {
 		select {
 		case <-s.stop:
+			cancel()
 			if err := w.Stop(); err != nil {
 				s.log.Debug().Err(err).Msg("stop subscriptions watcher")
 			}
-			for range w.Updates() { // until the subscription has closed it
+			// Wait for the subscription to close its channel, but not
+			// forever: in a cluster losing its quorum it may not.
+			drain := time.NewTimer(2 * time.Second)
+			defer drain.Stop()
+			for {
+				select {
+				case _, ok := <-w.Updates():
+					if ok {
+						continue
+					}
+				case <-drain.C:
+				}
+				return
 			}
-			return
 		case e, ok := <-w.Updates():
 			if !ok {
 				s.log.Warn().Msg("subscriptions watcher closed; runtime subscription changes are no longer seen")
