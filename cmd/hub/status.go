@@ -15,6 +15,7 @@ import (
 
 	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/subs"
+	"github.com/hubproject/hub/subscribers/audit"
 )
 
 // hubStatus is what `hub status` reports (its -json output).
@@ -74,7 +75,7 @@ type disabledSub struct {
 }
 
 // statusStreams are the hub's streams, in the order shown.
-var statusStreams = []string{hub.EventsStream, hub.DeliveriesStream, hub.DLQStream, hub.AdvisoriesStream, "KV_" + subs.Bucket}
+var statusStreams = []string{hub.EventsStream, hub.DeliveriesStream, hub.DLQStream, hub.AdvisoriesStream, audit.StreamName, "KV_" + subs.Bucket}
 
 // runStatus: hub status, over NATS to the hub's JetStream. With NATS
 // users configured it needs a user allowed to read stream and consumer
