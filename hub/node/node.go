@@ -333,7 +333,13 @@ func (n *Node) shutdown(ctx context.Context) error {
 		step("dead letters", 5*time.Second, n.dlqProc.Stop)
 	}
 	if n.subsStore != nil {
-		step("subscriptions", 5*time.Second, n.subsStore.Stop)
+		step("subscriptions", 5*time.Second, func(ctx context.Context) error {
+			// Nothing is lost if the watcher is slow to stop: log, go on.
+			if err := n.subsStore.Stop(ctx); err != nil {
+				n.log.Warn().Err(err).Msg("subscriptions watcher did not stop in time")
+			}
+			return nil
+		})
 	}
 	step("close channels", 10*time.Second, n.closeChannels)
 	if n.audit != nil {

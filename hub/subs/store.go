@@ -351,12 +351,13 @@ func (s *Store) run(w jetstream.KeyWatcher, cancel context.CancelFunc, ready cha
 	for {
 		select {
 		case <-s.stop:
+			// Cancelling the watch context stops the watcher (nats.go does
+			// it on its own goroutine). Calling Stop here could block on a
+			// JetStream API call for seconds when a cluster has lost its
+			// quorum during shutdown.
 			cancel()
-			if err := w.Stop(); err != nil {
-				s.log.Debug().Err(err).Msg("stop subscriptions watcher")
-			}
 			// Wait for the subscription to close its channel, but not
-			// forever: in a cluster losing its quorum it may not.
+			// forever.
 			drain := time.NewTimer(2 * time.Second)
 			defer drain.Stop()
 			for {
