@@ -6,7 +6,7 @@ CONFIG    ?= configs/hub.yaml
 FUZZTIME  ?= 5s
 PKGS      := ./...
 
-.PHONY: build run responders cluster demo test test-unit fuzz-short fuzz bench bench-peers chaos lint fmt clean
+.PHONY: build run responders cluster demo test test-unit test-cluster fuzz-short fuzz bench bench-peers chaos lint fmt clean
 
 build: ## build bin/hub
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/hub ./cmd/hub
@@ -31,6 +31,9 @@ test-unit:
 # Every Fuzz function in a *_test.go file, found by name: go test fuzzes one
 # target of one package per run, so they run one after the other. A crasher
 # is written to the package's testdata/fuzz/<target>/ and fails the run.
+test-cluster: ## the 3-node cluster kill test (three hub processes; about a minute)
+	HUB_CLUSTER_TEST=1 $(GO) test -count=1 -timeout 10m -run TestClusterNodeKilled -v ./cmd/hub
+
 fuzz-short: ## each fuzz target for FUZZTIME (default 5s)
 	@set -e; for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 	  for fn in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | cut -d' ' -f2 | sort -u); do \

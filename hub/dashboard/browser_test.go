@@ -59,8 +59,21 @@ func step(t *testing.T, ctx context.Context, what string, actions ...chromedp.Ac
 	t.Helper()
 	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	if err := chromedp.Do(sctx, actions...); err != nil {
-		t.Fatalf("%s: %v", what, err)
+	for {
+		err := chromedp.Do(sctx, actions...)
+		if err == nil {
+			return
+		}
+		// The page redraws its tables on every poll: a node found by the
+		// query can be replaced before the click lands. Query again.
+		if !strings.Contains(err.Error(), "Could not find node") || sctx.Err() != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		select {
+		case <-sctx.Done():
+			t.Fatalf("%s: %v", what, err)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
