@@ -129,7 +129,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+		<-time.After(20 * time.Millisecond) // polling interval, not synchronisation
 	}
 }
 
