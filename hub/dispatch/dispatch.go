@@ -93,6 +93,7 @@ type Dispatcher struct {
 	cfg     hub.DeliveryConfig
 	log     zerolog.Logger
 	obs     Observer
+	settle  func(ctx context.Context)
 	disable func(ctx context.Context, sub, reason string)
 	now     func() time.Time
 
@@ -120,6 +121,11 @@ func WithLogger(l zerolog.Logger) Option { return func(d *Dispatcher) { d.log = 
 // WithObserver receives every outcome.
 func WithObserver(o Observer) Option { return func(d *Dispatcher) { d.obs = o } }
 
+// WithSettle is called after a message's outcomes were observed and
+// before the message is acknowledged: an observer that must persist
+// outcomes first (the audit trail) waits there, off the send slots.
+func WithSettle(f func(ctx context.Context)) Option { return func(d *Dispatcher) { d.settle = f } }
+
 // WithEventCache shares decoded events with the other channels' dispatchers.
 func WithEventCache(c *EventCache) Option { return func(d *Dispatcher) { d.cache = c } }
 
@@ -138,6 +144,7 @@ func New(channel string, ch hub.Channel, js jetstream.JetStream, cfg hub.Deliver
 		cfg:      cfg,
 		log:      zerolog.Nop(),
 		obs:      func(Outcome) {},
+		settle:   func(context.Context) {},
 		disable:  func(context.Context, string, string) {},
 		now:      time.Now,
 		sendSem:  make(chan struct{}, n),
@@ -360,6 +367,7 @@ func (d *Dispatcher) keepAlive(msg jetstream.Msg) func() {
 
 type target struct {
 	route     Route
+	id        string // delivery id
 	recipient string
 	content   hub.Content
 	renderErr error
@@ -407,8 +415,9 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	}
 	now := d.now()
 	for _, t := range targets {
+		t.id = hub.DeliveryID(ev.ID, t.route.Sub.ID, t.recipient)
 		o := Outcome{Kind: KindRouted, At: now, Channel: d.channel, Subscription: t.route.Sub.ID, EventID: ev.ID,
-			EventType: ev.Type, DeliveryID: hub.DeliveryID(ev.ID, t.route.Sub.ID, t.recipient), Recipient: t.recipient}
+			EventType: ev.Type, DeliveryID: t.id, Recipient: t.recipient}
 		if t.renderErr != nil {
 			o.Kind, o.Permanent, o.Err, o.Reason = KindFailed, true, t.renderErr, "render: "+t.renderErr.Error()
 		}
@@ -439,6 +448,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 		wg.Wait()
 	}
 	stop()
+	d.settle(ctx)
 
 	// Write every target that did not get through to DELIVERIES, then ack
 	// the event. If the hub is stopping and a send was cut short, leave the
@@ -473,7 +483,7 @@ func (d *Dispatcher) sendTarget(ctx context.Context, ev *hub.Event, raw []byte, 
 		return
 	}
 	del := &hub.Delivery{
-		ID:           hub.DeliveryID(ev.ID, t.route.Sub.ID, t.recipient),
+		ID:           t.id,
 		Event:        ev,
 		EventJSON:    raw,
 		Subscription: t.route.Sub,
@@ -494,7 +504,7 @@ func (d *Dispatcher) sendTarget(ctx context.Context, ev *hub.Event, raw []byte, 
 // splitMsg turns a failed first attempt into its DELIVERIES message.
 func (d *Dispatcher) splitMsg(ev *hub.Event, raw []byte, t *target, now time.Time) (*nats.Msg, error) {
 	rec := Record{
-		DeliveryID:   hub.DeliveryID(ev.ID, t.route.Sub.ID, t.recipient),
+		DeliveryID:   t.id,
 		EventID:      ev.ID,
 		EventType:    ev.Type,
 		Channel:      d.channel,
@@ -682,6 +692,7 @@ func (d *Dispatcher) handleRetry(ctx context.Context, msg jetstream.Msg) {
 	err, took := d.send(ctx, del)
 	stop()
 	d.report(del, err, took, attempt)
+	d.settle(ctx)
 	switch {
 	case err == nil:
 		_ = msg.Ack()
@@ -738,6 +749,7 @@ func (d *Dispatcher) invalidEvent(ctx context.Context, msg jetstream.Msg, cause 
 		return
 	}
 	d.obs(Outcome{Kind: KindInvalid, At: d.now(), Channel: d.channel, Err: cause, Reason: cause.Error()})
+	d.settle(ctx)
 	_ = msg.Ack()
 }
 

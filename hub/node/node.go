@@ -43,6 +43,7 @@ type Node struct {
 	dlqProc     *dlq.Processor
 	dlq         *dlq.Store
 	observers   []dispatch.Observer
+	settlers    []func(context.Context)
 
 	subsStore *subs.Store
 	tmpls     map[string]*render.Templates // compiled templates of config subscriptions
@@ -74,6 +75,12 @@ func WithVersion(v string) Option { return func(n *Node) { n.version = v } }
 // config would build (tests use a capture; programs can add their own).
 func WithChannel(name string, ch hub.Channel) Option {
 	return func(n *Node) { n.channels[name] = ch }
+}
+
+// WithSettle is called before a dispatcher acknowledges a message whose
+// outcomes were observed (an external audit trail's Settle).
+func WithSettle(f func(context.Context)) Option {
+	return func(n *Node) { n.settlers = append(n.settlers, f) }
 }
 
 // WithObserver sees every delivery outcome (metrics, tests).
@@ -133,6 +140,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.audit = aud
 	n.observers = append(n.observers, aud.Observe)
+	n.settlers = append(n.settlers, aud.Settle)
 	n.dlq = dlq.NewStore(js, func(dl dlq.DeadLetter) {
 		n.observe(dispatch.Outcome{Kind: dispatch.KindReplayed, At: time.Now(), Channel: dl.Channel, Subscription: dl.Subscription,
 			EventID: dl.EventID, EventType: dl.EventType, DeliveryID: dl.DeliveryID, Recipient: dl.Recipient, DLQID: dl.ID})
@@ -414,6 +422,7 @@ func (n *Node) startDispatchers(ctx context.Context) error {
 			dispatch.WithEventCache(cache),
 			dispatch.WithLogger(n.log.With().Str("component", "dispatch").Logger()),
 			dispatch.WithObserver(n.observe),
+			dispatch.WithSettle(n.settle),
 			dispatch.WithDisabler(n.disableSubscription))
 		n.dispatchers[name] = d
 	}
@@ -516,6 +525,14 @@ func (n *Node) disableSubscription(ctx context.Context, id, reason string) {
 		n.setSubscriptions(l)
 	}
 	n.observe(dispatch.Outcome{Kind: dispatch.KindDisabled, At: time.Now(), Subscription: id, Reason: reason})
+}
+
+// settle runs every settle hook (WithSettle) before a dispatcher
+// acknowledges a message.
+func (n *Node) settle(ctx context.Context) {
+	for _, f := range n.settlers {
+		f(ctx)
+	}
 }
 
 // observe hands an outcome to every observer.

@@ -266,10 +266,14 @@ func (a *Auditor) ensureConsumer(ctx context.Context) (jetstream.Consumer, error
 // Observe records a delivery outcome. It is a dispatch.Observer: it does
 // no I/O, it encodes the record and queues it. When the queue is full it
 // waits up to queue_wait for room (backpressure on the dispatcher), then
-// drops the record and counts it. With wait_stored it returns once the
-// record is stored in AUDIT.
+// drops the record and counts it. With wait_stored the dispatcher then
+// calls Settle before it acknowledges the message.
+//
+// Routed outcomes are not recorded: the attempt record names the
+// subscription, recipient and delivery id, so the trail holds one record
+// per event and one per attempt (a render failure is a failed record).
 func (a *Auditor) Observe(o dispatch.Outcome) {
-	if !a.cfg.Enabled || o.Kind == dispatch.KindUnmatched {
+	if !a.cfg.Enabled || o.Kind == dispatch.KindUnmatched || o.Kind == dispatch.KindRouted {
 		return // unmatched: nothing happened; the event record covers it
 	}
 	r := recordFromOutcome(o)
@@ -278,17 +282,23 @@ func (a *Auditor) Observe(o dispatch.Outcome) {
 	}
 	a.redact.outcome(&r)
 	it := item{subject: EventSubject(r.EventID), body: appendBody(getBody(), &r)}
-	t, ok := a.q.put(it, a.cfg.QueueWait.D(), a.stop)
-	if !ok {
+	if _, ok := a.q.put(it, a.cfg.QueueWait.D(), a.stop); !ok {
 		a.drop()
-		return
 	}
-	// A routed record needs no wait: it precedes the attempt, and the
-	// attempt's own record, queued after it, cannot be stored before it.
-	// Before Start there is no writer to wait for.
-	if a.cfg.WaitStored && o.Kind != dispatch.KindRouted && a.started.Load() {
-		a.q.waitDone(t, ackTimeout, a.stop)
+}
+
+// Settle waits, with wait_stored, until every record queued so far is
+// stored, so a dispatcher acknowledges a message only after its outcome
+// records are durable (a crash before that redelivers the message, and
+// the attempt is made and recorded again). It waits at most the ack
+// timeout, and not at all once Close has given up; ctx is not consulted
+// because records queued by a stopping dispatcher are still stored by
+// Close. It is a dispatch.WithSettle hook.
+func (a *Auditor) Settle(context.Context) {
+	if !a.cfg.Enabled || !a.cfg.WaitStored || !a.started.Load() {
+		return // before Start there is no writer to wait for
 	}
+	a.q.waitDone(a.q.last(), ackTimeout, a.stop)
 }
 
 func (a *Auditor) drop() {

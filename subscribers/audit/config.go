@@ -42,10 +42,11 @@ type Config struct {
 	// records_dropped record marks the gap.
 	QueueWait config.Duration `yaml:"queue_wait" validate:"gte=0"`
 	// WaitStored makes each attempt's record stored in the AUDIT stream
-	// before the dispatcher acknowledges the attempt (records are
-	// group-committed), so a crash cannot lose the record of a finished
-	// attempt. Off, records still queued when the process dies are lost;
-	// on, fan-out is slower (docs/audit.md).
+	// before the dispatcher acknowledges the message (records are
+	// group-committed; the dispatcher waits after its sends, holding no
+	// send slot), so a crash cannot lose the record of a finished
+	// attempt. Off, records still queued when the process dies are lost
+	// (docs/audit.md).
 	WaitStored bool `yaml:"wait_stored"`
 }
 

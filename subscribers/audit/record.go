@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -223,8 +222,8 @@ func appendString(b []byte, s string) []byte {
 }
 
 // Subjects of the AUDIT stream. Records about an event go to
-// audit.ev.<b>, where the bucket b is the first hex digit of the SHA-256
-// of the event id: never the raw id (ids may contain '.', '*' or '>'),
+// audit.ev.<b>, where the bucket b is the low hex digit of the FNV-1a
+// hash of the event id (cheap on the hot path, stable across versions): never the raw id (ids may contain '.', '*' or '>'),
 // few subjects (so the writer can store a whole batch in at most 16
 // messages, and JetStream's per-subject index stays tiny), and a trace
 // reads 1/16 of the stream in its time window. Records not about one
@@ -237,11 +236,22 @@ const (
 	eventSubjects = "audit.ev."
 )
 
+var bucketNames = func() (b [16]string) {
+	for i := range b {
+		b[i] = hexDigits[i : i+1]
+	}
+	return b
+}()
+
 // EventSubject is the AUDIT subject holding the records of eventID.
 func EventSubject(eventID string) string {
 	if eventID == "" {
 		return HubSubject
 	}
-	sum := sha256.Sum256([]byte(eventID))
-	return eventSubjects + hexDigits[sum[0]>>4:sum[0]>>4+1]
+	h := uint32(2166136261)
+	for i := 0; i < len(eventID); i++ {
+		h ^= uint32(eventID[i])
+		h *= 16777619
+	}
+	return eventSubjects[:] + bucketNames[h&0xf]
 }
