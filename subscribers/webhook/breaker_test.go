@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/hubproject/hub/config"
 	"github.com/hubproject/hub/hub"
 )
@@ -50,7 +52,7 @@ func TestBreakerOpensDefersAndProbes(t *testing.T) {
 	})
 	good := newReceiver(t, status(http.StatusOK))
 	s := newSender(t, func(c *Config) {
-		c.Breaker = BreakerConfig{Enabled: true, Failures: failures, OpenFor: config.Duration(openFor)}
+		c.Breaker = BreakerConfig{Enabled: true, Failures: failures, OpenFor: config.Duration(openFor), MaxOpenFor: config.Duration(4 * openFor)}
 	})
 	d := newDelivery(t, dead.URL+"/a")
 
@@ -90,8 +92,9 @@ func TestBreakerOpensDefersAndProbes(t *testing.T) {
 	if n := dead.requests.Load(); n != failures+1 {
 		t.Fatalf("dead endpoint got %d requests, want %d", n, failures+1)
 	}
-	if _, deferred := hub.DeferDelay(s.Send(context.Background(), d)); !deferred {
-		t.Fatal("a failed probe did not reopen the breaker")
+	// Reopened for twice open_for: a long outage costs few probes.
+	if delay, deferred := hub.DeferDelay(s.Send(context.Background(), d)); !deferred || delay <= openFor || delay > 2*openFor {
+		t.Fatalf("after a failed probe: delay %s deferred %v, want (%s, %s]", delay, deferred, openFor, 2*openFor)
 	}
 
 	// The endpoint recovers: the next probe succeeds and closes the breaker.
@@ -146,10 +149,12 @@ func TestBreakerHalfOpenAllowsOneProbe(t *testing.T) {
 	probe := make(chan error, 1)
 	go func() { probe <- s.Send(context.Background(), d) }()
 	<-entered
-	// While the probe is out, other sends are deferred briefly.
+	// While the probe is out, other sends wait until it has answered or
+	// timed out (the request timeout), not less: waking earlier would only
+	// put them back again.
 	err := s.Send(context.Background(), d)
-	if delay, deferred := hub.DeferDelay(err); !deferred || delay <= 0 || delay > openFor {
-		t.Fatalf("Send during the probe = %v, want a short Defer", err)
+	if delay, deferred := hub.DeferDelay(err); !deferred || delay < minDeferWait || delay > s.cfg.Timeout.D() {
+		t.Fatalf("Send during the probe = %v (delay %s), want a Defer until the probe's timeout %s", err, delay, s.cfg.Timeout.D())
 	}
 	close(release)
 	if err := <-probe; err != nil {
@@ -157,6 +162,22 @@ func TestBreakerHalfOpenAllowsOneProbe(t *testing.T) {
 	}
 	if got := b.cb.State().String(); got != "closed" {
 		t.Fatalf("breaker %s after a good probe", got)
+	}
+}
+
+func TestBreakerOpenTimeDoublesToTheCap(t *testing.T) {
+	b := newBreaker("x", BreakerConfig{Enabled: true, Failures: 1, OpenFor: config.Duration(30 * time.Second),
+		MaxOpenFor: config.Duration(5 * time.Minute)}, time.Second, zerolog.Nop())
+	want := []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute, 5 * time.Minute, 5 * time.Minute}
+	for n, w := range want {
+		if got := b.openTime(n); got != w {
+			t.Errorf("openTime(%d) = %s, want %s", n, got, w)
+		}
+	}
+	// max_open_for 0 or below open_for: no growth.
+	b = newBreaker("x", BreakerConfig{Enabled: true, Failures: 1, OpenFor: config.Duration(30 * time.Second)}, time.Second, zerolog.Nop())
+	if got := b.openTime(3); got != 30*time.Second {
+		t.Errorf("without max_open_for: %s", got)
 	}
 }
 

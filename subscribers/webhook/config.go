@@ -41,11 +41,16 @@ type Config struct {
 // BreakerConfig configures the per-endpoint circuit breaker: after Failures
 // consecutive retryable failures against one endpoint (scheme, host, port),
 // no request is made to it for OpenFor; then one probe request decides
-// whether it closes again.
+// whether it closes again. Each failed probe doubles the open time, up to
+// MaxOpenFor, so a long outage costs a few probes and few rewrites of the
+// waiting deliveries; a success resets it.
 type BreakerConfig struct {
 	Enabled  bool            `yaml:"enabled"`
 	Failures int             `yaml:"failures" validate:"gte=1,lte=1000"`
 	OpenFor  config.Duration `yaml:"open_for" validate:"gt=0"`
+	// MaxOpenFor caps the doubled open time; 0 (or less than open_for)
+	// keeps it at open_for.
+	MaxOpenFor config.Duration `yaml:"max_open_for" validate:"gte=0"`
 }
 
 // Defaults.
@@ -55,6 +60,7 @@ const (
 	DefaultMaxResponseBytes    = 512
 	DefaultBreakerFailures     = 5
 	DefaultBreakerOpenFor      = 30 * time.Second
+	DefaultBreakerMaxOpenFor   = 5 * time.Minute
 	DefaultStalledMaxInFlight  = 4
 )
 
@@ -66,9 +72,10 @@ func DefaultConfig() Config {
 		MaxResponseBytes:    DefaultMaxResponseBytes,
 		StalledMaxInFlight:  DefaultStalledMaxInFlight,
 		Breaker: BreakerConfig{
-			Enabled:  true,
-			Failures: DefaultBreakerFailures,
-			OpenFor:  config.Duration(DefaultBreakerOpenFor),
+			Enabled:    true,
+			Failures:   DefaultBreakerFailures,
+			OpenFor:    config.Duration(DefaultBreakerOpenFor),
+			MaxOpenFor: config.Duration(DefaultBreakerMaxOpenFor),
 		},
 	}
 }

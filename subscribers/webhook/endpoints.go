@@ -67,17 +67,25 @@ var (
 	errBreakerNotSent = errors.New("nothing sent")
 )
 
-// breaker is one endpoint's circuit breaker.
+// breaker is one endpoint's circuit breaker. gobreaker runs the state
+// machine with the base open time; openUntil extends the open state when
+// probes keep failing (allow refuses until then), so the open time grows
+// without a breaker of our own.
 type breaker struct {
-	cb      *gobreaker.TwoStepCircuitBreaker[struct{}]
-	openFor time.Duration
-	// openUntil is when the open state ends (unix nanoseconds), so a
-	// refused send can say how long to wait.
-	openUntil atomic.Int64
+	cb           *gobreaker.TwoStepCircuitBreaker[struct{}]
+	openFor      time.Duration
+	maxOpenFor   time.Duration
+	probeTimeout time.Duration
+	// openUntil is when the open state ends and probeUntil when the
+	// half-open probe in flight times out (unix nanoseconds), so a refused
+	// send can say how long to wait.
+	openUntil  atomic.Int64
+	probeUntil atomic.Int64
+	trips      int // opens since the last close; under the breaker's lock
 }
 
-func newBreaker(key string, cfg BreakerConfig, log zerolog.Logger) *breaker {
-	b := &breaker{openFor: cfg.OpenFor.D()}
+func newBreaker(key string, cfg BreakerConfig, probeTimeout time.Duration, log zerolog.Logger) *breaker {
+	b := &breaker{openFor: cfg.OpenFor.D(), maxOpenFor: max(cfg.MaxOpenFor.D(), cfg.OpenFor.D()), probeTimeout: probeTimeout}
 	failures := uint32(cfg.Failures)
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        key,
@@ -86,14 +94,21 @@ func newBreaker(key string, cfg BreakerConfig, log zerolog.Logger) *breaker {
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
 		IsExcluded:  func(err error) bool { return errors.Is(err, errBreakerNotSent) },
 		// Called with the breaker's lock held: record and log only.
-		OnStateChange: func(name string, _, to gobreaker.State) {
+		OnStateChange: func(name string, from, to gobreaker.State) {
 			switch to {
 			case gobreaker.StateOpen:
-				b.openUntil.Store(time.Now().Add(b.openFor).UnixNano())
-				log.Warn().Str("endpoint", name).Dur("open_for", b.openFor).Msg("circuit breaker opened: endpoint keeps failing, deliveries wait")
+				if from != gobreaker.StateHalfOpen {
+					b.trips = 0
+				}
+				d := b.openTime(b.trips)
+				b.trips++
+				b.openUntil.Store(time.Now().Add(d).UnixNano())
+				log.Warn().Str("endpoint", name).Dur("open_for", d).Msg("circuit breaker opened: endpoint keeps failing, deliveries wait")
 			case gobreaker.StateHalfOpen:
+				b.probeUntil.Store(time.Now().Add(b.probeTimeout).UnixNano())
 				log.Debug().Str("endpoint", name).Msg("circuit breaker half-open: sending one probe")
 			case gobreaker.StateClosed:
+				b.trips = 0
 				log.Info().Str("endpoint", name).Msg("circuit breaker closed: endpoint answers again")
 			}
 		},
@@ -101,18 +116,38 @@ func newBreaker(key string, cfg BreakerConfig, log zerolog.Logger) *breaker {
 	return b
 }
 
-// halfOpenWait is how long deliveries wait while the half-open probe is
-// still out: its answer comes within one request timeout, usually sooner.
-const halfOpenWait = time.Second
-
-// wait is how long a delivery refused by the open breaker should wait.
-func (b *breaker) wait() time.Duration {
-	d := time.Until(time.Unix(0, b.openUntil.Load()))
-	if d <= 0 {
-		// Half-open with the probe in flight.
-		d = min(halfOpenWait, b.openFor)
+// openTime is the open time after n failed probes: open_for doubled n
+// times, capped at max_open_for.
+func (b *breaker) openTime(n int) time.Duration {
+	d := b.openFor
+	for i := 0; i < n && d < b.maxOpenFor; i++ {
+		d *= 2
 	}
-	return d
+	return min(d, b.maxOpenFor)
+}
+
+// allow is gobreaker's Allow behind the extended open time.
+func (b *breaker) allow() (func(error), error) {
+	if time.Now().UnixNano() < b.openUntil.Load() {
+		return nil, gobreaker.ErrOpenState
+	}
+	return b.cb.Allow()
+}
+
+// minDeferWait is the shortest wait of a delivery refused by the breaker.
+const minDeferWait = time.Second
+
+// wait is how long a delivery refused by the breaker should wait: the rest
+// of the open time, or, while the half-open probe is out, until the probe
+// has answered or timed out. Waking the queued deliveries before the probe
+// has decided would only put them back again (one more DELIVERIES write
+// each).
+func (b *breaker) wait() time.Duration {
+	now := time.Now().UnixNano()
+	if d := time.Duration(b.openUntil.Load() - now); d > 0 {
+		return d
+	}
+	return max(time.Duration(b.probeUntil.Load()-now), minDeferWait)
 }
 
 // rateLimitMaxWait is the longest a Send waits for a subscription's rate

@@ -208,8 +208,8 @@ func (s *Sender) Send(ctx context.Context, d *hub.Delivery) (err error) {
 
 	if s.breakers != nil {
 		key := endpointKey(u)
-		b := s.breakers.get(key, func() *breaker { return newBreaker(key, s.cfg.Breaker, s.log) })
-		done, berr := b.cb.Allow()
+		b := s.breakers.get(key, func() *breaker { return newBreaker(key, s.cfg.Breaker, s.cfg.Timeout.D(), s.log) })
+		done, berr := b.allow()
 		if berr != nil {
 			detail := "after repeated failures"
 			if errors.Is(berr, gobreaker.ErrTooManyRequests) {
