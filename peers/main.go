@@ -7,7 +7,7 @@
 // CloudEvents of the same size), file storage, acknowledged publishes and
 // one manual ack per delivery.
 //
-//	peers run -system jetstream|rabbitmq|hub|hub-webhook [-sync default|always] -out result.json
+//	peers run -system jetstream|rabbitmq|hub|hub-webhook [-sync default|always] [-batch N] -out result.json
 //	peers render -in DIR -md docs/peers.md -img docs/img
 //
 // scripts/bench-peers.sh (make bench-peers) runs every system, the scale
@@ -65,6 +65,11 @@ type Result struct {
 	Count       int    `json:"count"`
 	EventBytes  int    `json:"event_bytes"`
 	Subscribers int    `json:"subscribers"`
+	// Batch: with -batch, the intake phase of raw JetStream and the hub
+	// published JetStream atomic batches of Batch events, BatchWorkers open
+	// at once (0: one message at a time, up to window awaiting acks).
+	Batch        int `json:"batch,omitempty"`
+	BatchWorkers int `json:"batch_workers,omitempty"`
 	// IntakeRate: events/s from the first publish to the last ack, nothing consuming.
 	IntakeRate float64 `json:"intake_rate"`
 	// FanoutRate: deliveries/s draining the backlog of Count events to
@@ -97,12 +102,18 @@ func runSystem(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	amqpURL := fs.String("amqp", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
 	rabbitPID := fs.Int("rabbit-pid", 0, "pid of the RabbitMQ server, to add its CPU time")
 	out := fs.String("out", "", "write the result as JSON to this file")
+	batchSize := fs.Int("batch", 0, "intake of jetstream and hub: JetStream atomic batches of this many events (at most the server's 1000); 0: per message")
+	batchWorkers := fs.Int("batch-workers", 4, "atomic batches open at once, with -batch")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
 	if *sync != "default" && *sync != "always" {
 		return fmt.Errorf("%w: -sync default|always", errUsage)
 	}
+	if *batchSize < 0 || *batchSize > 1000 || *batchWorkers < 1 {
+		return fmt.Errorf("%w: -batch 0..1000, -batch-workers ≥ 1", errUsage)
+	}
+	batch := batching{size: *batchSize, workers: *batchWorkers}
 	dir, err := os.MkdirTemp("", "peers-")
 	if err != nil {
 		return err
@@ -113,19 +124,22 @@ func runSystem(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	res := Result{System: *name, Sync: *sync, Count: *count, Subscribers: fanout, LatencyRate: *rate}
 	switch *name {
 	case "jetstream":
-		sys, err = startJetStream(ctx, dir, *sync, c)
+		sys, err = startJetStream(ctx, dir, *sync, batch, c)
 	case "rabbitmq":
 		sys, err = startRabbit(*amqpURL, c)
 		res.Note = "classic queues; a confirm is sent once the message is on disk, in both modes"
 	case "hub":
-		sys, err = startHub(ctx, dir, *sync, false, c)
+		sys, err = startHub(ctx, dir, *sync, false, batch, c)
 	case "hub-webhook":
-		sys, err = startHub(ctx, dir, *sync, true, c)
+		sys, err = startHub(ctx, dir, *sync, true, batch, c)
 	default:
 		return fmt.Errorf("%w: -system jetstream|rabbitmq|hub|hub-webhook", errUsage)
 	}
 	if err != nil {
 		return fmt.Errorf("start %s: %w", *name, err)
+	}
+	if *name != "rabbitmq" && batch.size > 0 {
+		res.Batch, res.BatchWorkers = batch.size, batch.workers
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -154,11 +168,11 @@ func runSystem(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// 1. Intake: nothing consumes yet.
 	cpu0, b0 := cpu()
 	t0 := time.Now()
-	if err := sys.publish(ctx, 0, *count, mk, flat); err != nil {
+	if err := sys.publish(ctx, 0, *count, mk, flat, true); err != nil {
 		return fmt.Errorf("%s intake: %w", *name, err)
 	}
 	res.IntakeRate = perSecond(*count, time.Since(t0))
-	fmt.Fprintf(stderr, "%s/%s: intake %.0f events/s\n", *name, *sync, res.IntakeRate)
+	fmt.Fprintf(stderr, "%s/%s: intake %.0f events/s (batch %d)\n", *name, *sync, res.IntakeRate, res.Batch)
 
 	// 2. Fan-out: drain the backlog to every subscriber.
 	t1 := time.Now()
@@ -188,7 +202,7 @@ func runSystem(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return due
 	}
-	if err := sys.publish(ctx, *count, n, mk, pace); err != nil {
+	if err := sys.publish(ctx, *count, n, mk, pace, false); err != nil {
 		return fmt.Errorf("%s latency phase: %w", *name, err)
 	}
 	want += int64(n * fanout)

@@ -182,6 +182,13 @@ func (r *results) write(b *strings.Builder, img, command string) map[string]stri
 			h := r.best("hub", mode)
 			p("### %s\n\n", title)
 			p("%d events for intake and fan-out; latency at %.0f events/s for %d events.\n\n", h.Count, h.LatencyRate, h.LatencyEvents)
+			if h.Batch > 0 {
+				p("Intake in this mode (`peers run -batch %d -batch-workers %d`): raw JetStream and the hub publish JetStream atomic batches of %d events, %d batches open at once (at most %d events awaiting their ack, against RabbitMQ's %d confirms). "+
+					"Every event keeps its own `Nats-Msg-Id`; the batch's messages carry `Nats-Batch-Id` and `Nats-Batch-Sequence`, the last one `Nats-Batch-Commit: 1` and the only reply subject. "+
+					"The server stages the batch and stores all of it or nothing, as consecutive sequences (under `sync: always` with 4 fsyncs per batch, counted with strace, instead of one per message), then sends one PubAck (last sequence and count) that acknowledges every event in it; the hub's publisher (`PublishBatch`) derives each event's sequence from it. "+
+					"RabbitMQ publishes exactly as in the other mode (one persistent message and one confirm each). The latency phase publishes one event at a time on every system.\n\n",
+					h.Batch, h.BatchWorkers, h.Batch, h.BatchWorkers, h.Batch*h.BatchWorkers, window)
+			}
 			p("| system | intake events/s | fan-out deliveries/s | latency p50 | p90 | p99 | p99.9 ms | CPU s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 			for _, s := range systems {
 				x := r.best(s.key, mode)
@@ -189,8 +196,11 @@ func (r *results) write(b *strings.Builder, img, command string) map[string]stri
 					continue
 				}
 				flag := ""
+				if x.Batch > 0 {
+					flag = fmt.Sprintf(", atomic batches of %d", x.Batch)
+				}
 				if !x.Complete {
-					flag = " (incomplete)"
+					flag += " (incomplete)"
 				}
 				p("| %s%s | %s | %s | %.2f | %.2f | %.2f | %.2f | %.1f |\n", s.label, flag, n0(x.IntakeRate), n0(x.FanoutRate),
 					x.Latency.P50, x.Latency.P90, x.Latency.P99, x.Latency.P999, x.CPUSeconds)
@@ -212,7 +222,11 @@ func (r *results) write(b *strings.Builder, img, command string) map[string]stri
 				p("| fan-out, hub / RabbitMQ | %s | ≥ 1.5× | %s |\n", ratio(h.FanoutRate, rb.FanoutRate), met(rb.ok && h.FanoutRate >= 1.5*rb.FanoutRate))
 				p("| intake, hub / raw JetStream | %s | — | |\n", ratio(h.IntakeRate, js.IntakeRate))
 				p("| fan-out, hub / raw JetStream | %s | — | |\n", ratio(h.FanoutRate, js.FanoutRate))
-				p("| intake, raw JetStream / RabbitMQ | %s | reference: 0.8× per-message | |\n", ratio(js.IntakeRate, rb.IntakeRate))
+				if js.Batch > 0 {
+					p("| intake, raw JetStream (atomic batches of %d) / RabbitMQ | %s | — | |\n", js.Batch, ratio(js.IntakeRate, rb.IntakeRate))
+				} else {
+					p("| intake, raw JetStream / RabbitMQ | %s | reference: 0.8× per-message | |\n", ratio(js.IntakeRate, rb.IntakeRate))
+				}
 			}
 			p("\n")
 		}
@@ -254,7 +268,11 @@ func (r *results) write(b *strings.Builder, img, command string) map[string]stri
 		for _, mode := range []string{"default", "always"} {
 			for _, s := range systems {
 				for _, x := range r.peers[s.key+"/"+mode] {
-					p("| %s | %s | %d | %s | %s | %.2f | %.2f | %.2f | %.1f | %v |\n", s.label, mode, x.Count, n0(x.IntakeRate), n0(x.FanoutRate),
+					m := mode
+					if x.Batch > 0 {
+						m += fmt.Sprintf(", batches of %d", x.Batch)
+					}
+					p("| %s | %s | %d | %s | %s | %.2f | %.2f | %.2f | %.1f | %v |\n", s.label, m, x.Count, n0(x.IntakeRate), n0(x.FanoutRate),
 						x.Latency.P50, x.Latency.P99, x.Latency.P999, x.CPUSeconds, x.Complete)
 				}
 			}

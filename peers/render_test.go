@@ -24,10 +24,14 @@ func TestRender(t *testing.T) {
 	for i, sys := range []string{"jetstream", "rabbitmq", "hub", "hub-webhook"} {
 		for _, mode := range []string{"default", "always"} {
 			for round := 1; round <= 2; round++ {
-				write("peers-"+sys+"-"+mode+"-r"+string(rune('0'+round))+".json", Result{
+				res := Result{
 					System: sys, Sync: mode, Count: 1000, EventBytes: 128, Subscribers: 4, LatencyRate: 100, LatencyEvents: 500,
 					IntakeRate: float64(1000 * (i + round)), FanoutRate: float64(4000 * (i + 1)), Latency: lat, CPUSeconds: 1, Complete: true,
-				})
+				}
+				if mode == "always" && sys != "rabbitmq" {
+					res.Batch, res.BatchWorkers = 1000, 4
+				}
+				write("peers-"+sys+"-"+mode+"-r"+string(rune('0'+round))+".json", res)
 			}
 		}
 	}
@@ -48,7 +52,9 @@ func TestRender(t *testing.T) {
 	text := string(b)
 	for _, want := range []string{
 		"`make bench-peers X=1`", "| raw JetStream | 2,000 | 4,000 |", "| intake, hub / raw JetStream | 2.00× | ≥ 0.8× | yes |", "| fan-out, hub / raw JetStream | 3.00× |",
-		"Best of 2 rounds", "### Webhook subscriptions", "| 10 |", "A backlog waiting", "(img/peers-throughput.svg)",
+		"Best of 2 rounds", "### Webhook subscriptions",
+		"`peers run -batch 1000 -batch-workers 4`", "| hub, no-op sinks, atomic batches of 1000 |", "| RabbitMQ | 3,000 |",
+		"| intake, raw JetStream (atomic batches of 1000) / RabbitMQ |", "| hub, webhooks | always, batches of 1000 |", "| 10 |", "A backlog waiting", "(img/peers-throughput.svg)",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("peers.md lacks %q", want)

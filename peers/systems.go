@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,8 +35,9 @@ const window = 4096
 type system interface {
 	// publish stores events from..from+n-1 (made by mk, each due at the time
 	// pace returns), keeping up to window unacknowledged, and returns once
-	// every one is acknowledged.
-	publish(ctx context.Context, from, n int, mk func(i int) hub.Event, pace func(i int) time.Time) error
+	// every one is acknowledged. bulk marks the flat-out intake phase, where
+	// a system run with -batch sends atomic batches (RabbitMQ ignores it).
+	publish(ctx context.Context, from, n int, mk func(i int) hub.Event, pace func(i int) time.Time, bulk bool) error
 	// release lets the consumers run (they are held until then, so publish
 	// first builds a backlog).
 	release(ctx context.Context) error
@@ -58,6 +61,51 @@ func (c *counter) got(sent time.Time) {
 	c.n.Add(1)
 }
 
+// batching is -batch and -batch-workers: with size > 0 the intake phase of
+// raw JetStream and the hub publishes JetStream atomic batches of size
+// events, workers batches open at once, each waiting for its commit ack.
+type batching struct {
+	size, workers int
+}
+
+// run calls send for consecutive slices [i, i+k) of from..from+n-1, at most
+// size long, from b.workers goroutines; the first error stops it.
+func (b batching) run(ctx context.Context, from, n int, send func(ctx context.Context, i, k int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	starts := make(chan int)
+	go func() {
+		defer close(starts)
+		for i := from; i < from+n; i += b.size {
+			select {
+			case starts <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for w := 0; w < max(b.workers, 1); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range starts {
+				if err := send(ctx, i, min(b.size, from+n-i)); err != nil {
+					once.Do(func() { first = err; cancel() })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
 // ---- raw JetStream ----
 
 type rawJetStream struct {
@@ -70,16 +118,17 @@ type rawJetStream struct {
 	wg       sync.WaitGroup
 	c        *counter
 	released bool
+	batch    batching
 }
 
 const rawStream = "BENCH"
 
-func startJetStream(ctx context.Context, dir, sync string, c *counter) (*rawJetStream, error) {
+func startJetStream(ctx context.Context, dir, sync string, batch batching, c *counter) (*rawJetStream, error) {
 	srv, err := embedded.Start(ctx, embedded.Options{Listen: "127.0.0.1:0", StoreDir: dir, Sync: sync})
 	if err != nil {
 		return nil, err
 	}
-	s := &rawJetStream{srv: srv, c: c}
+	s := &rawJetStream{srv: srv, c: c, batch: batch}
 	if s.pubConn, err = nats.Connect(srv.ClientURL(), nats.Name("peers publisher")); err != nil {
 		_ = s.close(ctx)
 		return nil, err
@@ -93,10 +142,10 @@ func startJetStream(ctx context.Context, dir, sync string, c *counter) (*rawJetS
 		return nil, err
 	}
 	// The same stream settings as the hub's EVENTS: file storage, a
-	// two-minute dedup window.
+	// two-minute dedup window, atomic batch publish allowed.
 	if _, err = s.js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: rawStream, Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage,
-		Retention: jetstream.LimitsPolicy, Duplicates: 2 * time.Minute,
+		Retention: jetstream.LimitsPolicy, Duplicates: 2 * time.Minute, AllowAtomicPublish: true,
 	}); err != nil {
 		_ = s.close(ctx)
 		return nil, err
@@ -120,7 +169,12 @@ func startJetStream(ctx context.Context, dir, sync string, c *counter) (*rawJetS
 	return s, nil
 }
 
-func (s *rawJetStream) publish(ctx context.Context, from, n int, mk func(int) hub.Event, pace func(int) time.Time) error {
+func (s *rawJetStream) publish(ctx context.Context, from, n int, mk func(int) hub.Event, pace func(int) time.Time, bulk bool) error {
+	if bulk && s.batch.size > 0 {
+		return s.batch.run(ctx, from, n, func(ctx context.Context, i, k int) error {
+			return s.publishAtomic(ctx, i, k, mk, pace)
+		})
+	}
 	for i := from; i < from+n; i++ {
 		ev := mk(i)
 		ev.Time = pace(i)
@@ -145,6 +199,52 @@ func (s *rawJetStream) publish(ctx context.Context, from, n int, mk func(int) hu
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// publishAtomic stores events i..i+k-1 as one JetStream atomic batch: each
+// with Nats-Msg-Id, Nats-Batch-Id and Nats-Batch-Sequence, the last also
+// with Nats-Batch-Commit and a reply subject; one PubAck for the batch.
+func (s *rawJetStream) publishAtomic(ctx context.Context, i, k int, mk func(int) hub.Event, pace func(int) time.Time) error {
+	id := hub.NewID()
+	for j := 0; j < k; j++ {
+		ev := mk(i + j)
+		ev.Time = pace(i + j)
+		body, err := ev.MarshalJSON()
+		if err != nil {
+			return err
+		}
+		m := &nats.Msg{Subject: "bench." + ev.Type, Data: body, Header: nats.Header{
+			jetstream.MsgIDHeader: []string{ev.ID}, "Nats-Batch-Id": []string{id}, "Nats-Batch-Sequence": []string{strconv.Itoa(j + 1)},
+		}}
+		if j < k-1 {
+			if err := s.pubConn.PublishMsg(m); err != nil {
+				return err
+			}
+			continue
+		}
+		m.Header.Set("Nats-Batch-Commit", "1")
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		reply, err := s.pubConn.RequestMsgWithContext(rctx, m)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("batch commit: %w", err)
+		}
+		var ack struct {
+			Seq   uint64              `json:"seq"`
+			Count int                 `json:"count"`
+			Error *jetstream.APIError `json:"error"`
+		}
+		if err := json.Unmarshal(reply.Data, &ack); err != nil {
+			return fmt.Errorf("batch commit: %w", err)
+		}
+		if ack.Error != nil {
+			return fmt.Errorf("batch commit: %w", ack.Error)
+		}
+		if ack.Count != k {
+			return fmt.Errorf("batch commit: %d of %d messages acknowledged", ack.Count, k)
+		}
+	}
+	return nil
 }
 
 func (s *rawJetStream) release(context.Context) error {
@@ -249,7 +349,7 @@ func startRabbit(url string, c *counter) (*rabbitMQ, error) {
 	return r, nil
 }
 
-func (r *rabbitMQ) publish(ctx context.Context, from, n int, mk func(int) hub.Event, pace func(int) time.Time) error {
+func (r *rabbitMQ) publish(ctx context.Context, from, n int, mk func(int) hub.Event, pace func(int) time.Time, _ bool) error {
 	pending := make([]*amqp.DeferredConfirmation, 0, window)
 	head := 0
 	wait := func(dc *amqp.DeferredConfirmation) error {
@@ -415,14 +515,15 @@ type hubSystem struct {
 	pub   *publisher.Publisher
 	g     *gate
 	sinks *loadgen.Sinks
+	batch batching
 }
 
 // startHub runs the hub in-process with fanout subscriptions: on the log
 // channel replaced by a no-op (webhooks false), or to a local keep-alive
 // webhook receiver (webhooks true). The publisher connects over TCP, as
 // the other systems' publishers do.
-func startHub(ctx context.Context, dir, sync string, webhooks bool, c *counter) (*hubSystem, error) {
-	s := &hubSystem{g: newGate()}
+func startHub(ctx context.Context, dir, sync string, webhooks bool, batch batching, c *counter) (*hubSystem, error) {
+	s := &hubSystem{g: newGate(), batch: batch}
 	cfg := node.DefaultConfig()
 	cfg.NATS.StoreDir, cfg.NATS.Listen, cfg.NATS.Sync = dir, "127.0.0.1:0", sync
 	cfg.HTTP.Listen = ""
@@ -463,14 +564,29 @@ func startHub(ctx context.Context, dir, sync string, webhooks bool, c *counter) 
 		_ = s.close(ctx)
 		return nil, err
 	}
-	if s.pub, err = publisher.New(s.conn, publisher.WithMaxPending(window)); err != nil {
+	popts := []publisher.Option{publisher.WithMaxPending(window)}
+	if batch.size > 0 {
+		popts = append(popts, publisher.WithMaxBatch(batch.size))
+	}
+	if s.pub, err = publisher.New(s.conn, popts...); err != nil {
 		_ = s.close(ctx)
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *hubSystem) publish(ctx context.Context, from, n int, mk func(int) hub.Event, pace func(int) time.Time) error {
+func (s *hubSystem) publish(ctx context.Context, from, n int, mk func(int) hub.Event, pace func(int) time.Time, bulk bool) error {
+	if bulk && s.batch.size > 0 {
+		return s.batch.run(ctx, from, n, func(ctx context.Context, i, k int) error {
+			evs := make([]publisher.Event, k)
+			for j := range evs {
+				evs[j] = mk(i + j)
+				evs[j].Time = pace(i + j)
+			}
+			_, err := s.pub.PublishBatch(ctx, evs)
+			return err
+		})
+	}
 	for i := from; i < from+n; i++ {
 		ev := mk(i)
 		ev.Time = pace(i)

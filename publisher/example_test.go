@@ -67,6 +67,34 @@ func ExamplePublisher_Publish() {
 	// order-42 1 true
 }
 
+func ExamplePublisher_PublishBatch() {
+	nc, stop := exampleServer()
+	defer stop()
+
+	p, err := publisher.New(nc, publisher.WithSource("shop"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// One JetStream atomic batch: all three stored, in order, or none.
+	acks, err := p.PublishBatch(ctx, []publisher.Event{
+		{ID: "order-1", Type: "order.created"},
+		{ID: "order-2", Type: "order.created"},
+		{ID: "order-1", Type: "order.created"}, // the same id: stored once
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, a := range acks {
+		fmt.Println(a.ID, a.Sequence, a.Duplicate)
+	}
+	// Output:
+	// order-1 1 false
+	// order-2 2 false
+	// order-1 1 true
+}
+
 func ExampleGather() {
 	nc, stop := exampleServer()
 	defer stop()

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -42,6 +43,7 @@ type Ack struct {
 
 // Publisher publishes events to the hub's EVENTS stream.
 type Publisher struct {
+	nc      *nats.Conn
 	js      jetstream.JetStream
 	source  string
 	maxSize int
@@ -49,6 +51,13 @@ type Publisher struct {
 	header  nats.Header
 	// validated: the caller validated every event already.
 	validated bool
+	// maxBatch: events per atomic batch; lowered if the server says so.
+	maxBatch atomic.Int64
+	// inflight holds a slot per open atomic batch (WithMaxInflightBatches).
+	inflight chan struct{}
+	// atomicOffUntil (unix ns): the stream refused atomic batches; publish
+	// per message until then.
+	atomicOffUntil atomic.Int64
 }
 
 // Option configures a Publisher.
@@ -61,6 +70,8 @@ type config struct {
 	now        func() time.Time
 	header     nats.Header
 	validated  bool
+	maxBatch   int
+	inflight   int
 }
 
 // WithValidatedEvents skips validation for a caller that has already
@@ -78,6 +89,15 @@ func WithMaxEventSize(n int) Option { return func(c *config) { c.maxSize = n } }
 // WithMaxPending bounds unacknowledged async publishes (default 4096);
 // PublishAsync blocks while the window is full.
 func WithMaxPending(n int) Option { return func(c *config) { c.maxPending = n } }
+
+// WithMaxBatch sets the most events PublishBatch puts in one atomic batch
+// (default DefaultMaxBatch, nats-server's default max_batch_size); set it to
+// the server's jetstream limit if that is lower.
+func WithMaxBatch(n int) Option { return func(c *config) { c.maxBatch = n } }
+
+// WithMaxInflightBatches bounds the atomic batches this Publisher has open
+// at once (default DefaultMaxInflightBatches); PublishBatch waits for a slot.
+func WithMaxInflightBatches(n int) Option { return func(c *config) { c.inflight = n } }
 
 // WithHeader adds a header to every message published.
 func WithHeader(key, value string) Option {
@@ -97,7 +117,8 @@ func New(nc *nats.Conn, opts ...Option) (*Publisher, error) {
 	if nc == nil {
 		return nil, errors.New("publisher: nil connection")
 	}
-	c := config{source: hub.DefaultSource, maxSize: hub.DefaultMaxEventSize, maxPending: 4096, now: time.Now}
+	c := config{source: hub.DefaultSource, maxSize: hub.DefaultMaxEventSize, maxPending: 4096, now: time.Now,
+		maxBatch: DefaultMaxBatch, inflight: DefaultMaxInflightBatches}
 	for _, o := range opts {
 		o(&c)
 	}
@@ -105,7 +126,10 @@ func New(nc *nats.Conn, opts ...Option) (*Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
-	return &Publisher{js: js, source: c.source, maxSize: c.maxSize, now: c.now, header: c.header, validated: c.validated}, nil
+	p := &Publisher{nc: nc, js: js, source: c.source, maxSize: c.maxSize, now: c.now, header: c.header, validated: c.validated,
+		inflight: make(chan struct{}, max(c.inflight, 1))}
+	p.maxBatch.Store(int64(max(c.maxBatch, 1)))
+	return p, nil
 }
 
 // prepare fills defaults, validates and encodes the event into a message.

@@ -12,8 +12,11 @@
 # (events, sync: always; 10000), SIZE (bytes; 128), LAT_RATE and
 # LAT_RATE_ALWAYS (events/s of the latency phase; 1000 and 200), ROUNDS
 # (each system this many times, interleaved; 3), BACKLOG (events of the
-# backlog run; 1000000), AMQP_PORT (5673), OUT (results directory; a
-# temporary one), SKIP_SCALE=1, SKIP_PEERS=1.
+# backlog run; 1000000), BATCH_ALWAYS (sync: always intake of raw
+# JetStream and the hub as JetStream atomic batches of this many events,
+# 0 for one message at a time; 1000), BATCH_WORKERS (atomic batches open
+# at once; 4), AMQP_PORT (5673), OUT (results directory; a temporary one),
+# SKIP_SCALE=1, SKIP_PEERS=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +27,8 @@ LAT_RATE=${LAT_RATE:-1000}
 LAT_RATE_ALWAYS=${LAT_RATE_ALWAYS:-200}
 ROUNDS=${ROUNDS:-3}
 BACKLOG=${BACKLOG:-1000000}
+BATCH_ALWAYS=${BATCH_ALWAYS:-1000}
+BATCH_WORKERS=${BATCH_WORKERS:-4}
 AMQP_PORT=${AMQP_PORT:-5673}
 GO=${GO:-go}
 OUT=${OUT:-$(mktemp -d -t hub-peers-XXXXXX)}
@@ -113,7 +118,13 @@ if [ -z "${SKIP_PEERS:-}" ]; then
 		[ "$mode" = always ] && n=$COUNT_ALWAYS rate=$LAT_RATE_ALWAYS
 		for round in $(seq 1 "$ROUNDS"); do
 			for sys in jetstream rabbitmq hub hub-webhook; do
+				# Durable intake: JetStream atomic batches (4 fsyncs per
+				# batch, not one per event); RabbitMQ publishes the same way
+				# in both modes.
+				batch=0
+				[ "$mode" = always ] && [ "$sys" != rabbitmq ] && batch=$BATCH_ALWAYS
 				./bin/peers run -system "$sys" -sync "$mode" -count "$n" -size "$SIZE" -latency-rate "$rate" \
+					-batch "$batch" -batch-workers "$BATCH_WORKERS" \
 					-amqp "$AMQP" -rabbit-pid "$BEAM_PID" -out "$OUT/peers-$sys-$mode-r$round.json"
 			done
 		done
@@ -149,5 +160,5 @@ if [ -z "${SKIP_SCALE:-}" ]; then
 fi
 
 ./bin/peers render -in "$OUT" -md docs/peers.md -img docs/img \
-	-command "make bench-peers COUNT=$COUNT COUNT_ALWAYS=$COUNT_ALWAYS SIZE=$SIZE LAT_RATE=$LAT_RATE LAT_RATE_ALWAYS=$LAT_RATE_ALWAYS ROUNDS=$ROUNDS BACKLOG=$BACKLOG"
+	-command "make bench-peers COUNT=$COUNT COUNT_ALWAYS=$COUNT_ALWAYS SIZE=$SIZE LAT_RATE=$LAT_RATE LAT_RATE_ALWAYS=$LAT_RATE_ALWAYS ROUNDS=$ROUNDS BACKLOG=$BACKLOG BATCH_ALWAYS=$BATCH_ALWAYS BATCH_WORKERS=$BATCH_WORKERS"
 echo "wrote docs/peers.md and docs/img/peers-*.svg"

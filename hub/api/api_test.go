@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/hubproject/hub/embedded"
 	"github.com/hubproject/hub/embedded/embeddedtest"
 	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/api"
@@ -30,9 +31,13 @@ type fixture struct {
 
 func setup(t *testing.T) *fixture { return setupTB(t) }
 
-func setupTB(t testing.TB) *fixture {
+func setupTB(t testing.TB) *fixture { return setupWith(t, embedded.SyncDefault) }
+
+// setupWith starts a server with sync (embedded.SyncDefault or SyncAlways)
+// and the API with opts.
+func setupWith(t testing.TB, sync string, opts ...api.Option) *fixture {
 	t.Helper()
-	srv := embeddedtest.Start(t)
+	srv := embeddedtest.Start(t, func(o *embedded.Options) { o.Sync = sync })
 	nc := embeddedtest.Connect(t, srv)
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -54,7 +59,7 @@ func setupTB(t testing.TB) *fixture {
 	if _, bench := t.(*testing.B); bench {
 		cfg.MaxBodySize = 8 << 20
 	}
-	a, err := api.New(cfg, ec, js)
+	a, err := api.New(cfg, ec, js, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,17 +147,62 @@ func TestPostGeneratesID(t *testing.T) {
 }
 
 func TestPostBatch(t *testing.T) {
-	f := setup(t)
-	resp, b := f.post(t, "application/cloudevents-batch+json", strings.NewReader(`[{"type":"a","id":"1"},{"type":"b","id":"2"},{"type":"a","id":"1"}]`))
+	for _, atomic := range []bool{true, false} {
+		t.Run(fmt.Sprintf("atomic=%v", atomic), func(t *testing.T) {
+			f := setupWith(t, embedded.SyncDefault, api.WithAtomicBatches(atomic))
+			resp, b := f.post(t, "application/cloudevents-batch+json", strings.NewReader(`[{"type":"a","id":"1"},{"type":"b","id":"2"},{"type":"a","id":"1"}]`))
+			if resp.StatusCode != 202 {
+				t.Fatalf("%d %s", resp.StatusCode, b)
+			}
+			var rs []result
+			if err := json.Unmarshal(b, &rs); err != nil || len(rs) != 3 || rs[0].ID != "1" || rs[1].ID != "2" || !rs[2].Duplicate ||
+				rs[0].Sequence != 1 || rs[1].Sequence != 2 || rs[2].Sequence != 1 {
+				t.Fatalf("answer %s", b)
+			}
+			if n := f.msgs(t); n != 2 {
+				t.Fatalf("stored %d, want 2", n)
+			}
+		})
+	}
+}
+
+// TestPostBatchIsAtomic: with WithAtomicBatches a batch is stored as one
+// JetStream atomic batch, in order; a later batch holding an id already
+// stored still answers per event (the publisher sends that one per message).
+func TestPostBatchIsAtomic(t *testing.T) {
+	f := setupWith(t, embedded.SyncAlways, api.WithAtomicBatches(true))
+	resp, b := f.post(t, "application/json", strings.NewReader(`[{"type":"a","id":"p1"},{"type":"b","id":"p2"},{"type":"c","id":"p3"}]`))
 	if resp.StatusCode != 202 {
 		t.Fatalf("%d %s", resp.StatusCode, b)
 	}
 	var rs []result
-	if err := json.Unmarshal(b, &rs); err != nil || len(rs) != 3 || rs[0].ID != "1" || rs[1].ID != "2" || !rs[2].Duplicate {
+	if err := json.Unmarshal(b, &rs); err != nil || len(rs) != 3 {
 		t.Fatalf("answer %s", b)
 	}
-	if n := f.msgs(t); n != 2 {
-		t.Fatalf("stored %d, want 2", n)
+	ctx := context.Background()
+	batchID := ""
+	for i, r := range rs {
+		if r.Sequence != uint64(i+1) || r.Duplicate {
+			t.Fatalf("result %d: %+v", i, r)
+		}
+		m, err := f.stream.GetMsg(ctx, r.Sequence)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := m.Header.Get("Nats-Batch-Id")
+		if m.Header.Get(jetstream.MsgIDHeader) != r.ID || id == "" || (batchID != "" && id != batchID) {
+			t.Fatalf("seq %d headers %v: not one atomic batch", r.Sequence, m.Header)
+		}
+		batchID = id
+	}
+	resp, b = f.post(t, "application/json", strings.NewReader(`[{"type":"a","id":"p4"},{"type":"b","id":"p2"}]`))
+	rs = nil
+	if err := json.Unmarshal(b, &rs); err != nil || resp.StatusCode != 202 || len(rs) != 2 ||
+		rs[0].Sequence != 4 || rs[0].Duplicate || rs[1].Sequence != 2 || !rs[1].Duplicate {
+		t.Fatalf("second batch: %d %s", resp.StatusCode, b)
+	}
+	if n := f.msgs(t); n != 4 {
+		t.Fatalf("stored %d, want 4", n)
 	}
 }
 

@@ -10,12 +10,32 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hubproject/hub/embedded"
+	"github.com/hubproject/hub/hub/api"
 )
 
 // BenchmarkHTTPIntakeBatch posts batches of 100 events over keep-alive
 // connections from 4 clients; reports events/s stored.
-func BenchmarkHTTPIntakeBatch(b *testing.B) {
-	f := setupBench(b)
+func BenchmarkHTTPIntakeBatch(b *testing.B) { benchIntakeBatch(b, setupBench(b)) }
+
+// BenchmarkHTTPIntakeBatchMode is BenchmarkHTTPIntakeBatch with the server
+// fsyncing every write or not (sync=always|default), and each request's
+// batch stored as one JetStream atomic batch or one publish per event
+// (atomic=on|off, api.WithAtomicBatches). Compare with benchstat -col /atomic.
+func BenchmarkHTTPIntakeBatchMode(b *testing.B) {
+	for _, sync := range []string{embedded.SyncAlways, embedded.SyncDefault} {
+		for _, atomic := range []bool{true, false} {
+			name := "sync=" + sync + "/atomic=off"
+			if atomic {
+				name = "sync=" + sync + "/atomic=on"
+			}
+			b.Run(name, func(b *testing.B) { benchIntakeBatch(b, setupWith(b, sync, api.WithAtomicBatches(atomic))) })
+		}
+	}
+}
+
+func benchIntakeBatch(b *testing.B, f *fixture) {
 	const batch, clients = 100, 4
 	bodies := make(chan []byte, 64)
 	go func() {

@@ -179,7 +179,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.gather = g
 	}
 	if n.cfg.HTTP.Listen != "" {
-		a, err := api.New(n.cfg.HTTP, n.cfg.Events, js, api.WithLogger(n.log.With().Str("component", "http").Logger()))
+		// Atomic batches store an HTTP batch with one fsync: a large gain
+		// under sync: always, a loss otherwise (docs/benchmarks.md).
+		a, err := api.New(n.cfg.HTTP, n.cfg.Events, js, api.WithLogger(n.log.With().Str("component", "http").Logger()),
+			api.WithAtomicBatches(n.cfg.NATS.Embedded && n.cfg.NATS.Sync == embedded.SyncAlways))
 		if err != nil {
 			return err
 		}
