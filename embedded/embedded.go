@@ -91,6 +91,8 @@ type Server struct {
 	opts Options
 	// internalKey authenticates Connect when Users is set.
 	internalKey nkeys.KeyPair
+	// clustered: routes are configured, so readiness needs the meta leader.
+	clustered bool
 }
 
 // Start starts the server and waits until it accepts clients and JetStream
@@ -208,9 +210,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("embedded: server not ready after %s (is %s in use?)", deadline, o.Listen)
 	}
-	s := &Server{ns: ns, opts: o, internalKey: internalKey}
-	// JetStream finishes recovering streams before it answers; wait for it
-	// so the first stream call after Start does not race recovery.
+	s := &Server{ns: ns, opts: o, internalKey: internalKey, clustered: so.Cluster.Port != 0}
+	// Wait until JetStream can answer (streams recovered; in a cluster,
+	// joined to the meta leader) so the first stream call after Start does
+	// not race recovery.
 	if err := s.waitJetStream(ctx, deadline); err != nil {
 		s.shutdownNow()
 		return nil, err
@@ -218,19 +221,55 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	return s, nil
 }
 
+// waitJetStream polls until JetStream is ready or limit passes. In a
+// cluster JetStreamIsCurrent alone is not enough: a node restarted on its
+// store reads as current (recovered commit == applied, no leader known yet)
+// while it still replays its meta log and forms its routes, and API
+// requests sent then can go unanswered. The server's meta health check
+// also wants a known meta leader, recent contact with it and the meta
+// recovery done.
 func (s *Server) waitJetStream(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	for !s.ns.JetStreamEnabled() || !s.ns.JetStreamIsCurrent() {
+	nextLog := time.Now().Add(waitLogEvery)
+	for {
+		why := s.jetStreamNotReady()
+		if why == "" {
+			return nil
+		}
 		if time.Now().After(deadline) {
-			return errors.New("embedded: JetStream did not become ready")
+			return fmt.Errorf("embedded: JetStream did not become ready within %s: %s", limit, why)
+		}
+		if l := s.opts.Logger; l != nil && time.Now().After(nextLog) {
+			l.Info().Str("waiting_for", why).Msg("waiting for JetStream")
+			nextLog = time.Now().Add(waitLogEvery)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
+			return fmt.Errorf("embedded: waiting for JetStream (%s): %w", why, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return nil
+}
+
+// waitLogEvery spaces the log lines of a long wait for JetStream.
+const waitLogEvery = 10 * time.Second
+
+// jetStreamNotReady says why JetStream cannot serve yet ("" when it can).
+func (s *Server) jetStreamNotReady() string {
+	if !s.ns.JetStreamEnabled() {
+		return "JetStream not enabled yet"
+	}
+	if !s.clustered && !s.ns.JetStreamIsClustered() {
+		// Standalone: streams are recovered once JetStream is enabled.
+		return ""
+	}
+	if h := s.ns.Healthz(&server.HealthzOptions{JSMetaOnly: true}); h.Error != "" {
+		return h.Error
+	}
+	if !s.ns.JetStreamIsCurrent() {
+		return "JetStream meta layer not current"
+	}
+	return ""
 }
 
 // ClientURL is the URL outside clients use ("" when in-process only).

@@ -144,3 +144,44 @@ func RetryTransient(ctx context.Context, f func(context.Context) error) error {
 		wait = min(2*wait, time.Second)
 	}
 }
+
+// EnsureEventsConsumer creates or updates a durable consumer on EVENTS. An
+// existing one keeps its start policy; a new one starts with new events
+// (a channel added later does not replay the stream's history) unless the
+// stream is empty. Every JetStream call is retried while transient (each
+// try bounded), so one unanswered request while a cluster node rejoins
+// costs a few seconds, not the whole start.
+func EnsureEventsConsumer(ctx context.Context, js jetstream.JetStream, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	err := RetryTransient(ctx, func(ctx context.Context) error {
+		c, err := js.Consumer(ctx, EventsStream, cfg.Durable)
+		if err == nil {
+			info := c.CachedInfo()
+			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartSeq, info.Config.OptStartTime
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("look up consumer %s: %w", cfg.Durable, err)
+		}
+		st, err := js.Stream(ctx, EventsStream)
+		if err != nil {
+			return err
+		}
+		if st.CachedInfo().State.Msgs > 0 {
+			cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var c jetstream.Consumer
+	err = RetryTransient(ctx, func(ctx context.Context) error {
+		var err error
+		c, err = js.CreateOrUpdateConsumer(ctx, EventsStream, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, EventsStream, err)
+	}
+	return c, nil
+}

@@ -241,9 +241,8 @@ func (d *Dispatcher) retryConsumerConfig() jetstream.ConsumerConfig {
 	}
 }
 
-// ensureEventsConsumer creates the channel's consumer on EVENTS. A new
-// consumer starts with new events (a channel added later does not replay
-// the stream's history), unless the stream is empty.
+// ensureEventsConsumer creates the channel's consumer on EVENTS (see
+// hub.EnsureEventsConsumer for where a new one starts).
 func (d *Dispatcher) ensureEventsConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	cfg := jetstream.ConsumerConfig{
 		Durable:       EventsConsumer(d.channel),
@@ -257,28 +256,9 @@ func (d *Dispatcher) ensureEventsConsumer(ctx context.Context) (jetstream.Consum
 		MaxAckPending: max(16*cap(d.sendSem), 1024),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
-	if c, err := d.js.Consumer(ctx, hub.EventsStream, cfg.Durable); err == nil {
-		info := c.CachedInfo()
-		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartSeq, info.Config.OptStartTime
-	} else if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		st, err := d.js.Stream(ctx, hub.EventsStream)
-		if err != nil {
-			return nil, fmt.Errorf("dispatch %s: %w", d.channel, err)
-		}
-		if st.CachedInfo().State.Msgs > 0 {
-			cfg.DeliverPolicy = jetstream.DeliverNewPolicy
-		}
-	} else {
-		return nil, fmt.Errorf("dispatch %s: look up consumer: %w", d.channel, err)
-	}
-	var c jetstream.Consumer
-	err := hub.RetryTransient(ctx, func(ctx context.Context) error {
-		var err error
-		c, err = d.js.CreateOrUpdateConsumer(ctx, hub.EventsStream, cfg)
-		return err
-	})
+	c, err := hub.EnsureEventsConsumer(ctx, d.js, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("dispatch %s: events consumer: %w", d.channel, err)
+		return nil, fmt.Errorf("dispatch %s: %w", d.channel, err)
 	}
 	return c, nil
 }

@@ -66,13 +66,19 @@ func NewProcessor(js jetstream.JetStream, log zerolog.Logger, obs func(DeadLette
 
 // Start creates the consumer and starts processing.
 func (p *Processor) Start(ctx context.Context) error {
-	c, err := p.js.CreateOrUpdateConsumer(ctx, hub.AdvisoriesStream, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		Description:   "hub: advisories to dead letters",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		MaxAckPending: 64,
+	}
+	var c jetstream.Consumer
+	err := hub.RetryTransient(ctx, func(ctx context.Context) error {
+		var err error
+		c, err = p.js.CreateOrUpdateConsumer(ctx, hub.AdvisoriesStream, cfg)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("dlq consumer: %w", err)

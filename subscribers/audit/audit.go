@@ -241,24 +241,9 @@ func ConsumerConfig() jetstream.ConsumerConfig {
 // ensureConsumer creates or updates hub-audit, keeping the start policy
 // of an existing one.
 func (a *Auditor) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
-	cfg := ConsumerConfig()
-	if c, err := a.js.Consumer(ctx, hub.EventsStream, cfg.Durable); err == nil {
-		info := c.CachedInfo()
-		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = info.Config.DeliverPolicy, info.Config.OptStartSeq, info.Config.OptStartTime
-	} else if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		st, err := a.js.Stream(ctx, hub.EventsStream)
-		if err != nil {
-			return nil, fmt.Errorf("audit: %w", err)
-		}
-		if st.CachedInfo().State.Msgs > 0 {
-			cfg.DeliverPolicy = jetstream.DeliverNewPolicy
-		}
-	} else {
-		return nil, fmt.Errorf("audit: look up consumer: %w", err)
-	}
-	c, err := a.js.CreateOrUpdateConsumer(ctx, hub.EventsStream, cfg)
+	c, err := hub.EnsureEventsConsumer(ctx, a.js, ConsumerConfig())
 	if err != nil {
-		return nil, fmt.Errorf("audit: events consumer: %w", err)
+		return nil, fmt.Errorf("audit: %w", err)
 	}
 	return c, nil
 }
