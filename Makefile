@@ -23,7 +23,7 @@ cluster: ## a local 3-node cluster of hubs (configs/cluster-*.yaml); Ctrl-C stop
 demo: ## mailpit + the hub + example receiver and responders, with sample events (Ctrl-C stops)
 	./scripts/demo.sh
 
-test: lint test-unit fuzz-short ## everything CI runs
+test: lint test-unit test-cluster fuzz-short ## everything CI runs
 
 test-unit:
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)
@@ -31,7 +31,7 @@ test-unit:
 # Every Fuzz function in a *_test.go file, found by name: go test fuzzes one
 # target of one package per run, so they run one after the other. A crasher
 # is written to the package's testdata/fuzz/<target>/ and fails the run.
-test-cluster: ## the 3-node cluster kill test (three hub processes; about a minute)
+test-cluster: ## the 3-node cluster kill test (three hub processes, not race-built; 20-40 s; part of make test)
 	HUB_CLUSTER_TEST=1 $(GO) test -count=1 -timeout 10m -run TestClusterNodeKilled -v ./cmd/hub
 
 fuzz-short: ## each fuzz target for FUZZTIME (default 5s)
