@@ -23,6 +23,16 @@ type Closer interface {
 	Close(ctx context.Context) error
 }
 
+// Gate is implemented by channels that can tell, without sending, that
+// every delivery to a subscription would be deferred now (an endpoint
+// whose circuit breaker is open), and until when. When every subscription
+// of a channel is blocked, its dispatcher leaves new events in EVENTS
+// instead of copying each one into DELIVERIES to wait. Blocked must be
+// cheap and safe for concurrent use.
+type Gate interface {
+	Blocked(sub *Subscription) (until time.Time, blocked bool)
+}
+
 // Delivery is one attempt to deliver one event to one recipient of one
 // subscription.
 type Delivery struct {

@@ -99,6 +99,8 @@ type Dispatcher struct {
 
 	routes atomic.Pointer[[]Route]
 	cache  *EventCache
+	gate   hub.Gate                  // the channel, when it can say a subscription is blocked
+	hold   atomic.Pointer[holdState] // cached answer of heldUntil
 
 	sendSem  chan struct{} // sends in flight
 	eventSem chan struct{} // events being fanned out
@@ -154,6 +156,7 @@ func New(channel string, ch hub.Channel, js jetstream.JetStream, cfg hub.Deliver
 	for _, o := range opts {
 		o(d)
 	}
+	d.gate, _ = ch.(hub.Gate)
 	empty := []Route{}
 	d.routes.Store(&empty)
 	return d
@@ -163,6 +166,64 @@ func New(channel string, ch hub.Channel, js jetstream.JetStream, cfg hub.Deliver
 func (d *Dispatcher) SetRoutes(rs []Route) {
 	cp := append([]Route(nil), rs...)
 	d.routes.Store(&cp)
+	d.hold.Store(nil) // a new subscription may not be blocked
+}
+
+// holdState is heldUntil's cached answer.
+type holdState struct {
+	until   time.Time // earliest end of a block; zero when not held
+	expires time.Time // when to ask the gate again
+}
+
+// holdCheckEvery bounds how often the gate is asked (per dispatcher, not
+// per event: a channel may have thousands of subscriptions).
+const holdCheckEvery = 100 * time.Millisecond
+
+// maxHold is the longest an event is left in EVENTS at a time: a hold
+// costs no write, so it comes back often and goes out soon after the
+// endpoint recovers.
+const maxHold = 5 * time.Second
+
+// heldUntil reports whether every subscription of the channel is blocked
+// by the channel's gate (an open circuit breaker), and until when the
+// first block ends. Then a new event could only be deferred: the
+// dispatcher leaves it in EVENTS (NakWithDelay) instead of copying it into
+// DELIVERIES, and since no subscription of the channel can send, holding
+// events starves none. Once MaxAckPending events are held, JetStream stops
+// delivering: the backlog waits on disk.
+func (d *Dispatcher) heldUntil() (time.Time, bool) {
+	if d.gate == nil {
+		return time.Time{}, false
+	}
+	now := d.now()
+	if h := d.hold.Load(); h != nil && now.Before(h.expires) {
+		return h.until, !h.until.IsZero()
+	}
+	var until time.Time
+	active := 0
+	for _, r := range *d.routes.Load() {
+		if r.Sub.Disabled {
+			continue
+		}
+		active++
+		u, blocked := d.gate.Blocked(r.Sub)
+		if !blocked {
+			until = time.Time{}
+			break
+		}
+		if until.IsZero() || u.Before(until) {
+			until = u
+		}
+	}
+	if active == 0 {
+		until = time.Time{}
+	}
+	exp := now.Add(holdCheckEvery)
+	if !until.IsZero() && until.Before(exp) {
+		exp = until
+	}
+	d.hold.Store(&holdState{until: until, expires: exp})
+	return until, !until.IsZero()
 }
 
 // wants reports whether an enabled subscription matches the event type.
@@ -363,6 +424,10 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	if typ, ok := strings.CutPrefix(msg.Subject(), hub.SubjectPrefix); ok && !d.wants(typ) {
 		_ = msg.Ack()
 		d.obs(Outcome{Kind: KindUnmatched, At: d.now(), Channel: d.channel, EventType: typ})
+		return
+	}
+	if until, held := d.heldUntil(); held {
+		_ = msg.NakWithDelay(min(max(until.Sub(d.now()), 10*time.Millisecond), maxHold))
 		return
 	}
 	ev, err := d.decode(msg)
@@ -592,6 +657,9 @@ func (d *Dispatcher) report(del *hub.Delivery, err error, took time.Duration, at
 		Kind: KindDelivered, At: d.now(), Channel: d.channel, Subscription: del.Subscription.ID, EventID: del.Event.ID,
 		EventType: del.Event.Type, DeliveryID: del.ID, Recipient: del.Recipient, Attempt: attempt, Duration: took,
 		Err: err, Result: del.Outcome,
+	}
+	if _, deferred := hub.DeferDelay(err); deferred {
+		d.hold.Store(nil) // the channel may have just blocked its last subscription
 	}
 	l := d.log.Debug()
 	switch {

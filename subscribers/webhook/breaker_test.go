@@ -149,12 +149,15 @@ func TestBreakerHalfOpenAllowsOneProbe(t *testing.T) {
 	probe := make(chan error, 1)
 	go func() { probe <- s.Send(context.Background(), d) }()
 	<-entered
-	// While the probe is out, other sends wait until it has answered or
-	// timed out (the request timeout), not less: waking earlier would only
-	// put them back again.
+	// While the probe is out, other sends wait until it times out (the
+	// request timeout), capped at maxProbeWait, not less than a second:
+	// waking earlier would only put them back again.
 	err := s.Send(context.Background(), d)
-	if delay, deferred := hub.DeferDelay(err); !deferred || delay < minDeferWait || delay > s.cfg.Timeout.D() {
-		t.Fatalf("Send during the probe = %v (delay %s), want a Defer until the probe's timeout %s", err, delay, s.cfg.Timeout.D())
+	if delay, deferred := hub.DeferDelay(err); !deferred || delay < minDeferWait || delay > min(s.cfg.Timeout.D(), maxProbeWait) {
+		t.Fatalf("Send during the probe = %v (delay %s), want a Defer until the probe's timeout, at most %s", err, delay, maxProbeWait)
+	}
+	if until, blocked := s.Blocked(d.Subscription); !blocked || time.Until(until) <= 0 {
+		t.Fatalf("Blocked during the probe = %v %v, want blocked until the probe's timeout", until, blocked)
 	}
 	close(release)
 	if err := <-probe; err != nil {

@@ -53,6 +53,17 @@ func (c *lru[V]) get(key string, mk func() V) V {
 	return v
 }
 
+// peek returns the value for key without making it or touching its age.
+func (c *lru[V]) peek(key string) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[key]; ok {
+		return e.Value.(*lruEntry[V]).val, true
+	}
+	var zero V
+	return zero, false
+}
+
 func (c *lru[V]) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -105,7 +116,6 @@ func newBreaker(key string, cfg BreakerConfig, probeTimeout time.Duration, log z
 				b.openUntil.Store(time.Now().Add(d).UnixNano())
 				log.Warn().Str("endpoint", name).Dur("open_for", d).Msg("circuit breaker opened: endpoint keeps failing, deliveries wait")
 			case gobreaker.StateHalfOpen:
-				b.probeUntil.Store(time.Now().Add(b.probeTimeout).UnixNano())
 				log.Debug().Str("endpoint", name).Msg("circuit breaker half-open: sending one probe")
 			case gobreaker.StateClosed:
 				b.trips = 0
@@ -126,12 +136,35 @@ func (b *breaker) openTime(n int) time.Duration {
 	return min(d, b.maxOpenFor)
 }
 
-// allow is gobreaker's Allow behind the extended open time.
+// allow is gobreaker's Allow behind the extended open time. A request
+// allowed while half-open is the probe: probeUntil marks it in flight
+// until it answers or times out.
 func (b *breaker) allow() (func(error), error) {
 	if time.Now().UnixNano() < b.openUntil.Load() {
 		return nil, gobreaker.ErrOpenState
 	}
-	return b.cb.Allow()
+	done, err := b.cb.Allow()
+	if err != nil || b.cb.State() != gobreaker.StateHalfOpen {
+		return done, err
+	}
+	b.probeUntil.Store(time.Now().Add(b.probeTimeout).UnixNano())
+	return func(err error) {
+		b.probeUntil.Store(0)
+		done(err)
+	}, nil
+}
+
+// blocked reports whether a send now would be refused: open, or the
+// probe is out. It does not move the breaker's state.
+func (b *breaker) blocked() (time.Time, bool) {
+	now := time.Now().UnixNano()
+	if t := b.openUntil.Load(); now < t {
+		return time.Unix(0, t), true
+	}
+	if t := b.probeUntil.Load(); now < t {
+		return time.Unix(0, t), true
+	}
+	return time.Time{}, false
 }
 
 // minDeferWait is the shortest wait of a delivery refused by the breaker.
@@ -139,16 +172,21 @@ const minDeferWait = time.Second
 
 // wait is how long a delivery refused by the breaker should wait: the rest
 // of the open time, or, while the half-open probe is out, until the probe
-// has answered or timed out. Waking the queued deliveries before the probe
-// has decided would only put them back again (one more DELIVERIES write
-// each).
+// times out (at most maxProbeWait). Waking the queued deliveries before the
+// probe has decided would only put them back again (one more DELIVERIES
+// write each).
 func (b *breaker) wait() time.Duration {
 	now := time.Now().UnixNano()
 	if d := time.Duration(b.openUntil.Load() - now); d > 0 {
 		return d
 	}
-	return max(time.Duration(b.probeUntil.Load()-now), minDeferWait)
+	return min(max(time.Duration(b.probeUntil.Load()-now), minDeferWait), maxProbeWait)
 }
+
+// maxProbeWait caps the wait behind a probe: a probe that answers at once
+// should not leave the deliveries refused meanwhile waiting a whole request
+// timeout, and one that hangs costs them a rewrite every 5 s, not every 1 s.
+const maxProbeWait = 5 * time.Second
 
 // rateLimitMaxWait is the longest a Send waits for a subscription's rate
 // limiter; beyond it the delivery is deferred so it does not hold a worker.

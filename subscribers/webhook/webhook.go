@@ -86,6 +86,7 @@ type Sender struct {
 
 var (
 	_ hub.Channel = (*Sender)(nil)
+	_ hub.Gate    = (*Sender)(nil)
 	_ hub.Closer  = (*Sender)(nil)
 )
 
@@ -175,6 +176,24 @@ func (s *Sender) Close(context.Context) error {
 		s.transport.CloseIdleConnections()
 	}
 	return nil
+}
+
+// Blocked reports whether every send to sub's endpoint would be deferred
+// now by its circuit breaker, and until when (hub.Gate). A subscription
+// whose URL comes from its recipients is never reported blocked.
+func (s *Sender) Blocked(sub *hub.Subscription) (time.Time, bool) {
+	if s.breakers == nil || sub == nil || sub.URL == "" {
+		return time.Time{}, false
+	}
+	u, err := parseEndpoint(sub.URL)
+	if err != nil {
+		return time.Time{}, false
+	}
+	b, ok := s.breakers.peek(endpointKey(u))
+	if !ok {
+		return time.Time{}, false
+	}
+	return b.blocked()
 }
 
 // Send POSTs d.EventJSON to the subscription's URL. See the package
