@@ -234,11 +234,7 @@ func TestPublishBatchServerLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, a := range acks {
-		if a.Sequence != uint64(i+1) || a.Duplicate {
-			t.Fatalf("ack %d: %+v", i, a)
-		}
-	}
+	checkInOrder(t, acks)
 	if sizes := batchSizes(t, stored(t, st)); fmt.Sprint(sizes) != "[40 40 20]" {
 		t.Fatalf("batches of %v, want [40 40 20]", sizes)
 	}
@@ -261,11 +257,7 @@ func TestPublishBatchAtomicDisabled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, a := range acks {
-		if a.Sequence != uint64(i+1) || a.Duplicate {
-			t.Fatalf("ack %d: %+v", i, a)
-		}
-	}
+	checkInOrder(t, acks)
 	for _, m := range stored(t, st) {
 		if m.Header.Get("Nats-Batch-Id") != "" {
 			t.Fatalf("seq %d has batch headers on a stream without allow_atomic", m.Sequence)
@@ -291,14 +283,7 @@ func TestPublishBatchAtomicDisabled(t *testing.T) {
 }
 
 func TestPublishBatchUnavailable(t *testing.T) {
-	nc, _ := setup(t)
-	js, _ := jetstream.New(nc)
-	if err := js.DeleteStream(context.Background(), hub.EventsStream); err != nil {
-		t.Fatal(err)
-	}
-	p, _ := publisher.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	p, ctx := withoutStream(t)
 	acks, err := p.PublishBatch(ctx, batchEvents("u", 3))
 	if !errors.Is(err, publisher.ErrUnavailable) || !strings.Contains(err.Error(), "0 of 3 events stored") {
 		t.Fatalf("want ErrUnavailable, 0 of 3 stored; got %v", err)
@@ -317,11 +302,7 @@ func TestPublishBatchSyncAlways(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, a := range acks {
-		if a.Sequence != uint64(i+1) || a.Duplicate {
-			t.Fatalf("ack %d: %+v", i, a)
-		}
-	}
+	checkInOrder(t, acks)
 	if sizes := batchSizes(t, stored(t, st)); fmt.Sprint(sizes) != "[1000 500]" {
 		t.Fatalf("batches of %v, want [1000 500]", sizes)
 	}
@@ -345,4 +326,14 @@ func batchSizes(t *testing.T, msgs []*jetstream.RawStreamMsg) []int {
 		sizes[len(sizes)-1]++
 	}
 	return sizes
+}
+
+// checkInOrder fails unless acks are sequences 1, 2, ... none duplicate.
+func checkInOrder(t *testing.T, acks []publisher.Ack) {
+	t.Helper()
+	for i, a := range acks {
+		if a.Sequence != uint64(i+1) || a.Duplicate {
+			t.Fatalf("ack %d: %+v", i, a)
+		}
+	}
 }

@@ -11,24 +11,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hubproject/hub/embedded/embeddedtest"
 	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/publisher"
 )
 
 func setup(t testing.TB) (*nats.Conn, jetstream.Stream) {
 	t.Helper()
-	srv := embeddedtest.Start(t)
-	nc := embeddedtest.ConnectTCP(t, srv)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := hub.EnsureStream(context.Background(), js, hub.EventsStreamConfig(hub.DefaultEventsConfig()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, st
+	return setupWith(t)
 }
 
 func TestPublishAndDuplicate(t *testing.T) {
@@ -128,7 +117,10 @@ func TestPublishAsync(t *testing.T) {
 	}
 }
 
-func TestUnavailable(t *testing.T) {
+// withoutStream returns a publisher to a server whose EVENTS stream was
+// deleted, and a context for one call.
+func withoutStream(t *testing.T) (*publisher.Publisher, context.Context) {
+	t.Helper()
 	nc, _ := setup(t)
 	js, _ := jetstream.New(nc)
 	if err := js.DeleteStream(context.Background(), hub.EventsStream); err != nil {
@@ -136,7 +128,12 @@ func TestUnavailable(t *testing.T) {
 	}
 	p, _ := publisher.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
+	return p, ctx
+}
+
+func TestUnavailable(t *testing.T) {
+	p, ctx := withoutStream(t)
 	if _, err := p.Publish(ctx, publisher.Event{Type: "a"}); !errors.Is(err, publisher.ErrUnavailable) {
 		t.Fatalf("want ErrUnavailable, got %v", err)
 	}
