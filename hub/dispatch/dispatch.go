@@ -184,6 +184,24 @@ const holdCheckEvery = 100 * time.Millisecond
 // endpoint recovers.
 const maxHold = 5 * time.Second
 
+// holdRecheckAfterDefer is how soon the gate is asked again after a send
+// was deferred: soon, so the last subscription to be blocked starts the
+// hold quickly, but at most 100 times a second however many sends are
+// deferred (asking walks every subscription of the channel).
+const holdRecheckAfterDefer = 10 * time.Millisecond
+
+// recheckHoldSoon makes heldUntil ask the gate again within
+// holdRecheckAfterDefer.
+func (d *Dispatcher) recheckHoldSoon() {
+	h := d.hold.Load()
+	if h == nil || !h.until.IsZero() {
+		return // asks at the next event anyway, or already holding
+	}
+	if soon := d.now().Add(holdRecheckAfterDefer); h.expires.After(soon) {
+		d.hold.CompareAndSwap(h, &holdState{expires: soon})
+	}
+}
+
 // heldUntil reports whether every subscription of the channel is blocked
 // by the channel's gate (an open circuit breaker), and until when the
 // first block ends. Then a new event could only be deferred: the
@@ -659,7 +677,7 @@ func (d *Dispatcher) report(del *hub.Delivery, err error, took time.Duration, at
 		Err: err, Result: del.Outcome,
 	}
 	if _, deferred := hub.DeferDelay(err); deferred {
-		d.hold.Store(nil) // the channel may have just blocked its last subscription
+		d.recheckHoldSoon() // the channel may have just blocked its last subscription
 	}
 	l := d.log.Debug()
 	switch {
