@@ -149,8 +149,8 @@ func (b *breaker) allow() (func(error), error) {
 	}
 	b.probeUntil.Store(time.Now().Add(b.probeTimeout).UnixNano())
 	return func(err error) {
+		done(err) // a failed probe sets openUntil before the probe stops counting
 		b.probeUntil.Store(0)
-		done(err)
 	}, nil
 }
 
