@@ -172,6 +172,7 @@ func (d *Dispatcher) SetRoutes(rs []Route) {
 // holdState is heldUntil's cached answer.
 type holdState struct {
 	until   time.Time // earliest end of a block; zero when not held
+	checked time.Time // when the gate was asked
 	expires time.Time // when to ask the gate again
 }
 
@@ -184,21 +185,21 @@ const holdCheckEvery = 100 * time.Millisecond
 // endpoint recovers.
 const maxHold = 5 * time.Second
 
-// holdRecheckAfterDefer is how soon the gate is asked again after a send
-// was deferred: soon, so the last subscription to be blocked starts the
-// hold quickly, but at most 100 times a second however many sends are
-// deferred (asking walks every subscription of the channel).
+// holdRecheckAfterDefer spaces the gate checks a deferred send asks for:
+// the first one is at once, so the last subscription to be blocked starts
+// the hold quickly, but they run at most 100 times a second however many
+// sends are deferred (asking walks every subscription of the channel).
 const holdRecheckAfterDefer = 10 * time.Millisecond
 
-// recheckHoldSoon makes heldUntil ask the gate again within
-// holdRecheckAfterDefer.
+// recheckHoldSoon makes heldUntil ask the gate again at the next event,
+// or holdRecheckAfterDefer after the last time it asked.
 func (d *Dispatcher) recheckHoldSoon() {
 	h := d.hold.Load()
 	if h == nil || !h.until.IsZero() {
 		return // asks at the next event anyway, or already holding
 	}
-	if soon := d.now().Add(holdRecheckAfterDefer); h.expires.After(soon) {
-		d.hold.CompareAndSwap(h, &holdState{expires: soon})
+	if soon := h.checked.Add(holdRecheckAfterDefer); h.expires.After(soon) {
+		d.hold.CompareAndSwap(h, &holdState{checked: h.checked, expires: soon})
 	}
 }
 
@@ -240,7 +241,7 @@ func (d *Dispatcher) heldUntil() (time.Time, bool) {
 	if !until.IsZero() && until.Before(exp) {
 		exp = until
 	}
-	d.hold.Store(&holdState{until: until, expires: exp})
+	d.hold.Store(&holdState{until: until, checked: now, expires: exp})
 	return until, !until.IsZero()
 }
 

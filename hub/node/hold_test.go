@@ -47,8 +47,8 @@ func (f *flakyReceiver) count(path string) int {
 }
 
 // holdHub starts a hub with one webhook subscription per id, to urls[id],
-// and a breaker that opens after 2 failures for 300 ms.
-func holdHub(t *testing.T, urls map[string]string) (*node.Node, *publisher.Publisher) {
+// and a breaker that opens after 2 failures for openFor.
+func holdHub(t *testing.T, openFor time.Duration, urls map[string]string) (*node.Node, *publisher.Publisher) {
 	t.Helper()
 	cfg := testConfig(t.TempDir())
 	cfg.NATS.Listen, cfg.HTTP.Listen = "", ""
@@ -56,7 +56,7 @@ func holdHub(t *testing.T, urls map[string]string) (*node.Node, *publisher.Publi
 	cfg.Channels.Webhook.AllowCIDRs = []string{"127.0.0.0/8"}
 	cfg.Channels.Webhook.Timeout = config.Duration(2 * time.Second) // bounds the wait behind a probe
 	cfg.Channels.Webhook.Breaker = webhook.BreakerConfig{Enabled: true, Failures: 2,
-		OpenFor: config.Duration(300 * time.Millisecond), MaxOpenFor: config.Duration(300 * time.Millisecond)}
+		OpenFor: config.Duration(openFor), MaxOpenFor: config.Duration(openFor)}
 	cfg.Delivery.Concurrency["webhook"] = 4
 	cfg.Delivery.Backoff = []config.Duration{config.Duration(100 * time.Millisecond)}
 	cfg.Delivery.MaxAttempts = 100 // deferrals spend none; failures do
@@ -120,7 +120,11 @@ func TestBlockedChannelLeavesEventsInEVENTS(t *testing.T) {
 	rcv.down.Store(true)
 	srv := httptest.NewServer(rcv)
 	defer srv.Close()
-	n, p := holdHub(t, map[string]string{"dead": srv.URL + "/dead"})
+	// Open for 2 s: the first pass over the events (all of them fit in the
+	// consumer's ack-pending window) happens inside one open period however
+	// loaded the machine is, so what leaks into DELIVERIES does not depend
+	// on how many half-open cycles the wait below spans.
+	n, p := holdHub(t, 2*time.Second, map[string]string{"dead": srv.URL + "/dead"})
 
 	const events = 500
 	publishN(t, p, events)
@@ -143,10 +147,12 @@ func TestBlockedChannelLeavesEventsInEVENTS(t *testing.T) {
 		}
 	}
 	// A few first attempts are written to DELIVERIES: the failures that
-	// open the breaker, and at each 300 ms half-open the probe's event and
-	// the ones started beside it (concurrency 4). The rest stay in EVENTS;
-	// without the hold every event is copied (500 writes).
-	if w := deliveriesWritten(t, n); w > events/4 {
+	// open the breaker and the events started beside them (concurrency 4):
+	// 7-22 seen on a loaded machine. The rest stay in EVENTS; without the
+	// hold every event is copied (500 writes).
+	w := deliveriesWritten(t, n)
+	t.Logf("%d DELIVERIES writes for %d events", w, events)
+	if w > events/10 {
 		t.Fatalf("%d DELIVERIES writes for %d events while the only endpoint was down: events were copied, not held", w, events)
 	}
 	rcv.down.Store(false)
@@ -165,7 +171,7 @@ func TestBlockedSubscriptionDoesNotHoldTheOthers(t *testing.T) {
 	goodSrv := httptest.NewServer(good)
 	defer goodSrv.Close()
 
-	n, p := holdHub(t, map[string]string{"dead": deadSrv.URL + "/dead", "good": goodSrv.URL + "/good"})
+	n, p := holdHub(t, 300*time.Millisecond, map[string]string{"dead": deadSrv.URL + "/dead", "good": goodSrv.URL + "/good"})
 	const events = 300
 	publishN(t, p, events)
 	waitCount(t, good, "/good", events)
