@@ -25,7 +25,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -41,6 +40,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/hubproject/hub/subscribers/internal/changes"
 )
 
 // Options configure a Server. The zero value is a plain-text server that
@@ -94,7 +95,7 @@ type Server struct {
 	fails    map[string][]*smtp.SMTPError // stage -> replies to give next
 	stall    chan struct{}                // non-nil: DATA blocks until it is closed
 	stalled  int                          // DATA commands blocked right now
-	changed  chan struct{}                // closed and replaced on every change
+	changed  changes.Signal               // closed and replaced on every change
 }
 
 // Start starts a server on 127.0.0.1 and a random port; it stops on
@@ -112,7 +113,7 @@ func Start(t testing.TB, opts Options) *Server {
 		stopped: make(chan struct{}),
 		conns:   map[*trackedConn]struct{}{},
 		fails:   map[string][]*smtp.SMTPError{},
-		changed: make(chan struct{}),
+		changed: changes.New(),
 	}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		return &session{s: s, conn: c}, nil
@@ -176,7 +177,7 @@ func (s *Server) Close() {
 		close(s.stopped)
 		s.stall = nil
 		s.dropLocked()
-		s.notifyLocked()
+		s.changed.NotifyLocked()
 		s.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -244,7 +245,7 @@ func (s *Server) StallData() (release func()) {
 // WaitStalled waits until at least n DATA commands are being held by
 // StallData at the same time, or ctx ends.
 func (s *Server) WaitStalled(ctx context.Context, n int) error {
-	err := s.wait(ctx, func() bool { return s.stalled >= n })
+	err := s.changed.Wait(ctx, &s.mu, s.stopped, func() bool { return s.stalled >= n })
 	if err != nil {
 		return fmt.Errorf("smtptest: waiting for %d stalled DATA commands: %w", n, err)
 	}
@@ -284,46 +285,12 @@ func (s *Server) Messages() []Message {
 // and returns all of them. When ctx ends or the server stops first, it
 // returns those there are and an error.
 func (s *Server) WaitMessages(ctx context.Context, n int) ([]Message, error) {
-	err := s.wait(ctx, func() bool { return len(s.msgs) >= n })
+	err := s.changed.Wait(ctx, &s.mu, s.stopped, func() bool { return len(s.msgs) >= n })
 	msgs := s.Messages()
 	if err != nil {
 		return msgs, fmt.Errorf("smtptest: got %d messages, want %d: %w", len(msgs), n, err)
 	}
 	return msgs, nil
-}
-
-var errStopped = errors.New("server stopped")
-
-// wait blocks until cond, called with s.mu held, holds, ctx ends or the
-// server stops. It wakes on every change, so it never polls.
-func (s *Server) wait(ctx context.Context, cond func() bool) error {
-	for {
-		s.mu.Lock()
-		ok := cond()
-		ch := s.changed
-		s.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.stopped:
-			s.mu.Lock()
-			ok := cond()
-			s.mu.Unlock()
-			if ok {
-				return nil
-			}
-			return errStopped
-		}
-	}
-}
-
-func (s *Server) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
 }
 
 // trackingListener counts accepted connections and keeps the open ones, for
@@ -348,7 +315,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	default:
 		l.s.conns[tc] = struct{}{}
 	}
-	l.s.notifyLocked()
+	l.s.changed.NotifyLocked()
 	return tc, nil
 }
 
@@ -430,7 +397,7 @@ func (se *session) Data(r io.Reader) error {
 	stall := s.stall
 	if stall != nil {
 		s.stalled++
-		s.notifyLocked()
+		s.changed.NotifyLocked()
 	}
 	s.mu.Unlock()
 	if stall != nil {
@@ -440,7 +407,7 @@ func (se *session) Data(r io.Reader) error {
 		}
 		s.mu.Lock()
 		s.stalled--
-		s.notifyLocked()
+		s.changed.NotifyLocked()
 		s.mu.Unlock()
 	}
 	if err := s.takeFail(StageData); err != nil {
@@ -449,7 +416,7 @@ func (se *session) Data(r io.Reader) error {
 	_, isTLS := se.conn.TLSConnectionState()
 	s.mu.Lock()
 	s.msgs = append(s.msgs, Message{From: se.from, To: se.to, Data: b, TLS: isTLS, User: se.user})
-	s.notifyLocked()
+	s.changed.NotifyLocked()
 	s.mu.Unlock()
 	return nil
 }

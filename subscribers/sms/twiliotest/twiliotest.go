@@ -20,13 +20,14 @@ package twiliotest
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
+
+	"github.com/hubproject/hub/subscribers/internal/changes"
 )
 
 // Options configure a Server. Empty fields take defaults, which the
@@ -86,7 +87,7 @@ type Server struct {
 	conns    int
 	hanging  int
 	fails    []failure
-	changed  chan struct{} // closed and replaced on every change
+	changed  changes.Signal // closed and replaced on every change
 }
 
 // Start starts the fake on a random loopback port; it stops on t.Cleanup.
@@ -96,7 +97,7 @@ func Start(t testing.TB, opts Options) *Server {
 		sid:     opts.AccountSID,
 		token:   opts.AuthToken,
 		stopped: make(chan struct{}),
-		changed: make(chan struct{}),
+		changed: changes.New(),
 	}
 	if s.sid == "" {
 		s.sid = defaultAccountSID
@@ -110,7 +111,7 @@ func Start(t testing.TB, opts Options) *Server {
 		if st == http.StateNew {
 			s.mu.Lock()
 			s.conns++
-			s.notifyLocked()
+			s.changed.NotifyLocked()
 			s.mu.Unlock()
 		}
 	}
@@ -178,7 +179,7 @@ func (s *Server) Connections() int {
 // and returns all of them. When ctx ends or the server stops first, it
 // returns those there are and an error.
 func (s *Server) WaitMessages(ctx context.Context, n int) ([]Message, error) {
-	err := s.wait(ctx, func() bool { return len(s.msgs) >= n })
+	err := s.changed.Wait(ctx, &s.mu, s.stopped, func() bool { return len(s.msgs) >= n })
 	msgs := s.Messages()
 	if err != nil {
 		return msgs, fmt.Errorf("twiliotest: got %d messages, want %d: %w", len(msgs), n, err)
@@ -189,44 +190,10 @@ func (s *Server) WaitMessages(ctx context.Context, n int) ([]Message, error) {
 // WaitHanging waits until at least n requests to ToHang are waiting for an
 // answer at the same time, or ctx ends.
 func (s *Server) WaitHanging(ctx context.Context, n int) error {
-	if err := s.wait(ctx, func() bool { return s.hanging >= n }); err != nil {
+	if err := s.changed.Wait(ctx, &s.mu, s.stopped, func() bool { return s.hanging >= n }); err != nil {
 		return fmt.Errorf("twiliotest: waiting for %d hanging requests: %w", n, err)
 	}
 	return nil
-}
-
-var errStopped = errors.New("server stopped")
-
-// wait blocks until cond, called with s.mu held, holds, ctx ends or the
-// server stops. It wakes on every change, so it never polls.
-func (s *Server) wait(ctx context.Context, cond func() bool) error {
-	for {
-		s.mu.Lock()
-		ok := cond()
-		ch := s.changed
-		s.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.stopped:
-			s.mu.Lock()
-			ok := cond()
-			s.mu.Unlock()
-			if ok {
-				return nil
-			}
-			return errStopped
-		}
-	}
-}
-
-func (s *Server) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
 }
 
 // writeError writes Twilio's error JSON.
@@ -244,7 +211,7 @@ func writeError(w http.ResponseWriter, status, code int, msg string) {
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests++
-	s.notifyLocked()
+	s.changed.NotifyLocked()
 	s.mu.Unlock()
 	if r.Method != http.MethodPost || r.URL.Path != s.path {
 		writeError(w, http.StatusNotFound, 20404, "The requested resource "+r.URL.Path+" was not found")
@@ -299,7 +266,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		m.SID = fmt.Sprintf("SM%032d", len(s.msgs)+1)
 		s.msgs = append(s.msgs, m)
-		s.notifyLocked()
+		s.changed.NotifyLocked()
 		s.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusCreated)
@@ -318,7 +285,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 func (s *Server) hang(ctx context.Context) {
 	s.mu.Lock()
 	s.hanging++
-	s.notifyLocked()
+	s.changed.NotifyLocked()
 	s.mu.Unlock()
 	select {
 	case <-ctx.Done():
@@ -326,7 +293,7 @@ func (s *Server) hang(ctx context.Context) {
 	}
 	s.mu.Lock()
 	s.hanging--
-	s.notifyLocked()
+	s.changed.NotifyLocked()
 	s.mu.Unlock()
 	panic(http.ErrAbortHandler) // drop the connection without a reply
 }
