@@ -226,29 +226,23 @@ func (g *guardConn) abort() {
 	_ = g.Conn.SetDeadline(longAgo)
 }
 
-func (g *guardConn) SetDeadline(t time.Time) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.aborted {
-		t = longAgo
-	}
-	return g.Conn.SetDeadline(t)
-}
+func (g *guardConn) SetDeadline(t time.Time) error { return g.setDeadline(t, g.Conn.SetDeadline) }
 
 func (g *guardConn) SetReadDeadline(t time.Time) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.aborted {
-		t = longAgo
-	}
-	return g.Conn.SetReadDeadline(t)
+	return g.setDeadline(t, g.Conn.SetReadDeadline)
 }
 
 func (g *guardConn) SetWriteDeadline(t time.Time) error {
+	return g.setDeadline(t, g.Conn.SetWriteDeadline)
+}
+
+// setDeadline sets a deadline through set, unless the connection was
+// aborted: then the deadline stays in the past.
+func (g *guardConn) setDeadline(t time.Time, set func(time.Time) error) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.aborted {
 		t = longAgo
 	}
-	return g.Conn.SetWriteDeadline(t)
+	return set(t)
 }
