@@ -28,6 +28,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/hubproject/hub/config"
+	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/publisher"
 )
 
@@ -280,7 +281,7 @@ func (g *Gatherer) Gather(ctx context.Context, routeName string, params map[stri
 	corr := correlationID(hdr)
 	// One header for all branches: nats.go only reads it.
 	reqHdr := nats.Header{CorrelationIDHeader: {corr}}
-	if tp := headerValue(hdr, TraceparentHeader); validTraceparent(tp) {
+	if tp := headerValue(hdr, TraceparentHeader); hub.ValidTraceparent(tp) {
 		reqHdr[TraceparentHeader] = []string{tp}
 		if ts := headerValue(hdr, TracestateHeader); ts != "" && len(ts) <= 512 {
 			reqHdr[TracestateHeader] = []string{ts}
@@ -465,25 +466,6 @@ func correlationID(h nats.Header) string {
 		}
 	}
 	return rand.Text()
-}
-
-// validTraceparent checks the W3C trace-context shape
-// (version-traceid-parentid-flags, lowercase hex) so only a well-formed
-// value is passed on.
-func validTraceparent(s string) bool {
-	if len(s) < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' || (len(s) > 55 && s[55] != '-') {
-		return false
-	}
-	for i := 0; i < 55; i++ {
-		if i == 2 || i == 35 || i == 52 {
-			continue
-		}
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return s[:2] != "ff"
 }
 
 // MarshalJSON writes the reply contract:
