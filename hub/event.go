@@ -232,16 +232,19 @@ type ValidationError struct {
 	Errors []FieldError
 }
 
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Errors))
-	for i, fe := range e.Errors {
+func (e *ValidationError) Error() string { return "invalid event: " + JoinFieldErrors(e.Errors) }
+
+// JoinFieldErrors writes field errors as "field: reason; field: reason".
+func JoinFieldErrors(errs []FieldError) string {
+	parts := make([]string, len(errs))
+	for i, fe := range errs {
 		if fe.Field == "" {
 			parts[i] = fe.Reason
 		} else {
 			parts[i] = fe.Field + ": " + fe.Reason
 		}
 	}
-	return "invalid event: " + strings.Join(parts, "; ")
+	return strings.Join(parts, "; ")
 }
 
 func sortFieldErrors(errs []FieldError) {

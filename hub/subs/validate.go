@@ -23,15 +23,7 @@ type ValidationError struct {
 }
 
 func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Errors))
-	for i, fe := range e.Errors {
-		if fe.Field == "" {
-			parts[i] = fe.Reason
-		} else {
-			parts[i] = fe.Field + ": " + fe.Reason
-		}
-	}
-	return "invalid subscription: " + strings.Join(parts, "; ")
+	return "invalid subscription: " + hub.JoinFieldErrors(e.Errors)
 }
 
 type fieldErrors []hub.FieldError
