@@ -147,3 +147,16 @@ func TestParseByteSize(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactURLs(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://127.0.0.1:4222":                      "nats://127.0.0.1:4222",
+		"nats://user:pass@a:4222, nats://tok@b:4222": "nats://redacted@a:4222,nats://redacted@b:4222",
+		"tls://x:4222,nats://u:p@y:4222":             "tls://x:4222,nats://redacted@y:4222",
+		"nats://u:p%zz@host":                         "redacted",
+	} {
+		if got := RedactURLs(in); got != want || strings.Contains(got, "pass") || strings.Contains(got, "tok@") {
+			t.Errorf("RedactURLs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

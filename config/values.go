@@ -6,6 +6,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -130,3 +131,25 @@ func (s Secret) GoString() string { return s.String() }
 func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
 
 func (s Secret) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(s.String())), nil }
+
+// RedactURLs returns a comma-separated list of URLs with any user
+// information (user:password@, or a token@) replaced by "redacted", for
+// logs and error messages. A part that does not parse is replaced whole
+// when it holds an '@'.
+func RedactURLs(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		u, err := url.Parse(p)
+		switch {
+		case err == nil && u.User != nil:
+			u.User = url.User("redacted")
+			parts[i] = u.String()
+		case err != nil && strings.Contains(p, "@"):
+			parts[i] = "redacted"
+		default:
+			parts[i] = p
+		}
+	}
+	return strings.Join(parts, ",")
+}

@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
+
+	"github.com/hubproject/hub/config"
 )
 
 // Sync says when JetStream file writes reach the disk.
@@ -176,7 +178,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		so.Cluster.Name, so.Cluster.Host, so.Cluster.Port = c.Name, host, p
 		so.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
 		if len(c.Routes) > 0 && len(so.Routes) == 0 {
-			return nil, fmt.Errorf("embedded: cluster routes %v are not URLs", c.Routes)
+			return nil, fmt.Errorf("embedded: cluster routes %s are not URLs", config.RedactURLs(strings.Join(c.Routes, ",")))
 		}
 	}
 	if o.Configure != nil {

@@ -164,7 +164,7 @@ func EnsureEventsConsumer(ctx context.Context, js jetstream.JetStream, cfg jetst
 		}
 		st, err := js.Stream(ctx, EventsStream)
 		if err != nil {
-			return err
+			return fmt.Errorf("consumer %s: look up stream %s: %w", cfg.Durable, EventsStream, err)
 		}
 		if st.CachedInfo().State.Msgs > 0 {
 			cfg.DeliverPolicy = jetstream.DeliverNewPolicy

@@ -72,7 +72,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 			return 2
 		default:
-			fmt.Fprintln(stderr, "hub "+c.name+":", err)
+			var logged *loggedError
+			if !errors.As(err, &logged) {
+				fmt.Fprintln(stderr, "hub "+c.name+":", err)
+			}
 			return 1
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/hubproject/hub/config"
 )
 
 // natsFlags are the connection flags every client command shares.
@@ -56,7 +58,7 @@ func (f *natsFlags) connect(name string) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(*f.server, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", *f.server, err)
+		return nil, fmt.Errorf("connect %s: %w", config.RedactURLs(*f.server), err)
 	}
 	return nc, nil
 }

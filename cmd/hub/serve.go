@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/hubproject/hub/config"
 	"github.com/hubproject/hub/hub/node"
 )
 
@@ -28,11 +29,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	cancel()
 	if err != nil {
 		log.Error().Err(err).Msg("hub failed to start")
-		return fmt.Errorf("start: %w", err)
+		return &loggedError{fmt.Errorf("start: %w", err)}
 	}
 	ev := log.Info().Str("version", version).Int64("startup_ms", time.Since(start).Milliseconds())
 	if u := n.NATSURL(); u != "" {
-		ev = ev.Str("nats", u)
+		ev = ev.Str("nats", config.RedactURLs(u))
 	} else {
 		ev = ev.Str("nats", "in-process only")
 	}
@@ -45,17 +46,28 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	select {
 	case <-ctx.Done():
 		log.Info().Msg("signal received, shutting down")
-	case serveErr = <-n.HTTPDone():
-		log.Error().Err(serveErr).Msg("http server stopped")
+	case <-n.HTTPDone():
+		serveErr = fmt.Errorf("http server stopped: %w", n.HTTPErr())
+		log.Error().Err(n.HTTPErr()).Msg("http server stopped; shutting down")
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownBudget(cfg))
 	defer cancel()
 	if err := n.Shutdown(sctx); err != nil {
-		return err
+		return &loggedError{err} // each failed step was logged
 	}
 	log.Info().Msg("hub stopped")
-	return serveErr
+	if serveErr != nil {
+		return &loggedError{serveErr}
+	}
+	return nil
 }
+
+// loggedError is an error serve already wrote to its log: main sets the
+// exit status without printing it again.
+type loggedError struct{ err error }
+
+func (e *loggedError) Error() string { return e.err.Error() }
+func (e *loggedError) Unwrap() error { return e.err }
 
 // shutdownBudget is the total time a graceful stop may take.
 func shutdownBudget(cfg node.Config) time.Duration {

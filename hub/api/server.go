@@ -188,7 +188,13 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting requests and waits for in-flight ones.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.srv.Shutdown(ctx)
+	if err := s.srv.Shutdown(ctx); err != nil {
+		// Out of time: cut the requests still running rather than leave
+		// them on top of a hub that goes on shutting down.
+		_ = s.srv.Close()
+		return fmt.Errorf("http shutdown: requests still running were cut: %w", err)
+	}
+	return nil
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

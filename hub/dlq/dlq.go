@@ -139,7 +139,7 @@ func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) error {
 	defer cancel()
 	src, err := p.js.Stream(ctx, hub.DeliveriesStream)
 	if err != nil {
-		return err
+		return fmt.Errorf("look up stream %s: %w", hub.DeliveriesStream, err)
 	}
 	m, err := src.GetMsg(ctx, a.StreamSeq)
 	if err != nil {
@@ -147,7 +147,7 @@ func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) error {
 			p.log.Error().Uint64("delivery_seq", a.StreamSeq).Msg("dlq: the terminated delivery is gone from DELIVERIES (max_age too short?)")
 			return nil
 		}
-		return err
+		return fmt.Errorf("get delivery %d: %w", a.StreamSeq, err)
 	}
 	var rec dispatch.Record
 	if err := json.Unmarshal(m.Data, &rec); err != nil {
@@ -177,13 +177,13 @@ func (p *Processor) handle(ctx context.Context, msg jetstream.Msg) error {
 	dl := DeadLetter{Record: rec, Reason: reason, Attempts: attempts, FirstAttempt: first, LastAttempt: at, DeadAt: at, SourceSeq: a.StreamSeq}
 	body, err := json.Marshal(dl)
 	if err != nil {
-		return err
+		return fmt.Errorf("encode dead letter of delivery %d: %w", a.StreamSeq, err)
 	}
 	out := &nats.Msg{Subject: hub.DLQSubject(rec.Channel, rec.Subscription), Data: body, Header: nats.Header{}}
 	out.Header.Set(jetstream.MsgIDHeader, "dlq/"+strconv.FormatUint(a.StreamSeq, 10))
 	ack, err := p.js.PublishMsg(ctx, out)
 	if err != nil {
-		return err
+		return fmt.Errorf("store dead letter of delivery %d: %w", a.StreamSeq, err)
 	}
 	if !ack.Duplicate {
 		dl.ID = ack.Sequence

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/hubproject/hub/config"
 	"github.com/hubproject/hub/embedded"
 	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/api"
@@ -56,7 +57,8 @@ type Node struct {
 
 	api      *api.Server
 	ln       net.Listener
-	httpDone chan error
+	httpDone chan struct{} // closed when Serve returns
+	httpErr  error         // Serve's error, read after httpDone
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -197,8 +199,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		if err != nil {
 			return err
 		}
-		n.api, n.ln, n.httpDone = a, ln, make(chan error, 1)
-		go func() { n.httpDone <- a.Serve(ln) }()
+		n.api, n.ln, n.httpDone = a, ln, make(chan struct{})
+		go func() {
+			defer close(n.httpDone)
+			n.httpErr = a.Serve(ln)
+		}()
 	}
 	return nil
 }
@@ -212,7 +217,7 @@ func (n *Node) startNATS(ctx context.Context) error {
 		}
 		nc, err := nats.Connect(c.URL, opts...)
 		if err != nil {
-			return fmt.Errorf("connect to NATS at %s: %w", c.URL, err)
+			return fmt.Errorf("connect to NATS at %s: %w", config.RedactURLs(c.URL), err)
 		}
 		n.nc = nc
 		return nil
@@ -285,8 +290,20 @@ func (n *Node) JetStream() jetstream.JetStream { return n.js }
 // Embedded is the embedded server (nil with external NATS).
 func (n *Node) Embedded() *embedded.Server { return n.srv }
 
-// HTTPDone reports the HTTP server's exit (nil channel when HTTP is off).
-func (n *Node) HTTPDone() <-chan error { return n.httpDone }
+// HTTPDone is closed when the HTTP server stops (nil when HTTP is off);
+// HTTPErr says why.
+func (n *Node) HTTPDone() <-chan struct{} { return n.httpDone }
+
+// HTTPErr is the HTTP server's error once HTTPDone is closed (nil when it
+// stopped for Shutdown).
+func (n *Node) HTTPErr() error {
+	select {
+	case <-n.httpDone:
+		return n.httpErr
+	default:
+		return nil
+	}
+}
 
 // Shutdown stops the hub in order, each step with its own deadline within
 // ctx: stop intake (HTTP), drain consumers, close channels, drain the NATS
@@ -314,7 +331,12 @@ func (n *Node) shutdown(ctx context.Context) error {
 			if err := n.api.Shutdown(ctx); err != nil {
 				return err
 			}
-			return <-n.httpDone
+			select {
+			case <-n.httpDone:
+				return n.httpErr
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		})
 	}
 	if n.gather != nil {

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -55,8 +56,7 @@ func (a *Auditor) writeLoop(first []item) {
 	if a.file != nil {
 		if err := a.file.close(); err != nil {
 			a.fileErrors.Add(1)
-			a.log.Error().Err(err).Msg("audit: closing the file")
-			a.closeFileErr = err
+			a.closeFileErr = fmt.Errorf("audit: closing the file: %w", err) // Close returns it; its caller logs
 		}
 	}
 }
