@@ -307,6 +307,12 @@ func (p *Publisher) sendAtomic(ctx context.Context, msgs []*nats.Msg, idx []int)
 // sendEach publishes msgs[idx...] one by one (async, each acked), the path
 // for what an atomic batch cannot take.
 func (p *Publisher) sendEach(ctx context.Context, msgs []*nats.Msg, idx []int, acks []Ack) error {
+	// Bound the whole call, the retries on a full async window included.
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, batchWait)
+		defer cancel()
+	}
 	futs := make([]jetstream.PubAckFuture, len(idx))
 	var firstErr error
 	for k, i := range idx {
@@ -328,11 +334,6 @@ func (p *Publisher) sendEach(ctx context.Context, msgs []*nats.Msg, idx []int, a
 		if firstErr != nil {
 			break
 		}
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, batchWait)
-		defer cancel()
 	}
 	for k, f := range futs {
 		if f == nil {

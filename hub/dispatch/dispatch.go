@@ -487,7 +487,9 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 		}
 		d.obs(o)
 	}
-	stop := d.keepAlive(msg)
+	// InProgress until the message is settled: the sends, the wait for
+	// their records (settle) and the DELIVERIES writes.
+	defer d.keepAlive(msg)()
 	if len(targets) == 1 {
 		d.sendTarget(ctx, ev, msg.Data(), targets[0], now, false)
 	} else {
@@ -511,7 +513,6 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 		}
 		wg.Wait()
 	}
-	stop()
 	d.settle(ctx)
 
 	// Write every target that did not get through to DELIVERIES, then ack
@@ -677,9 +678,6 @@ func (d *Dispatcher) report(del *hub.Delivery, err error, took time.Duration, at
 		EventType: del.Event.Type, DeliveryID: del.ID, Recipient: del.Recipient, Attempt: attempt, Duration: took,
 		Err: err, Result: del.Outcome,
 	}
-	if _, deferred := hub.DeferDelay(err); deferred {
-		d.recheckHoldSoon() // the channel may have just blocked its last subscription
-	}
 	l := d.log.Debug()
 	switch {
 	case err == nil:
@@ -689,6 +687,7 @@ func (d *Dispatcher) report(del *hub.Delivery, err error, took time.Duration, at
 	default:
 		o.Kind = KindFailed
 		if dl, ok := hub.DeferDelay(err); ok {
+			d.recheckHoldSoon() // the channel may have just blocked its last subscription
 			o.Kind, o.RetryIn = KindDeferred, dl
 		} else if attempt >= d.cfg.MaxAttempts {
 			o.Permanent = true
@@ -755,9 +754,8 @@ func (d *Dispatcher) handleRetry(ctx context.Context, msg jetstream.Msg) {
 		ID: rec.DeliveryID, Event: ev, EventJSON: rec.Event, Subscription: r.Sub, Recipient: rec.Recipient,
 		Content: content, Attempt: attempt, FirstAttempt: first,
 	}
-	stop := d.keepAlive(msg)
+	defer d.keepAlive(msg)() // until the message is settled (records, rewrites)
 	err, took := d.send(ctx, del)
-	stop()
 	d.report(del, err, took, attempt)
 	d.settle(ctx)
 	switch {
@@ -796,6 +794,7 @@ func (d *Dispatcher) deferRetry(ctx context.Context, msg jetstream.Msg, rec Reco
 		err = d.publishAll(ctx, []*nats.Msg{m})
 	}
 	if err != nil {
+		d.log.Warn().Err(err).Str("channel", d.channel).Str("delivery_id", rec.DeliveryID).Msg("rewriting a deferred delivery failed; it waits on its current message")
 		_ = msg.NakWithDelay(wait)
 		return
 	}
@@ -811,7 +810,7 @@ func (d *Dispatcher) invalidEvent(ctx context.Context, msg jetstream.Msg, cause 
 		seq = meta.Sequence.Stream
 	}
 	if err := PublishInvalid(ctx, d.js, msg.Subject(), seq, msg.Data(), cause, d.now()); err != nil {
-		d.log.Warn().Err(err).Msg("dead-lettering an invalid event")
+		d.log.Warn().Err(err).Str("channel", d.channel).Uint64("stream_seq", seq).Msg("dead-lettering an invalid event; retrying")
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
@@ -843,14 +842,16 @@ func PublishInvalid(ctx context.Context, js jetstream.JetStream, subject string,
 	}
 	body, err := json.Marshal(dl)
 	if err != nil {
-		return err
+		return fmt.Errorf("encode dead letter of invalid event %d: %w", seq, err)
 	}
 	m := &nats.Msg{Subject: hub.DLQSubject(InvalidChannel, InvalidSubscription), Data: body, Header: nats.Header{}}
 	m.Header.Set(jetstream.MsgIDHeader, dl.DeliveryID)
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	_, err = js.PublishMsg(pctx, m)
-	return err
+	if _, err = js.PublishMsg(pctx, m); err != nil {
+		return fmt.Errorf("store dead letter of invalid event %d: %w", seq, err)
+	}
+	return nil
 }
 
 // DeadLetter is a DLQ record.

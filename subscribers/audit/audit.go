@@ -1,6 +1,7 @@
 // Package audit keeps the hub's audit trail: a record of every event and of
-// every delivery outcome (routed, delivered, failed, deferred,
-// dead_lettered, replayed, disabled, invalid), written to a hash-chained
+// every delivery outcome (delivered, failed, deferred, dead_lettered,
+// replayed, disabled, invalid; one record per attempt, routing included in
+// it), written to a hash-chained
 // JSONL file and to the AUDIT JetStream stream, and read back per event by
 // Trace.
 //

@@ -10,8 +10,9 @@ import (
 )
 
 // Record kinds besides the delivery outcome kinds of package dispatch
-// (routed, delivered, failed, deferred, dead_lettered, replayed, disabled,
-// invalid).
+// (delivered, failed, deferred, dead_lettered, replayed, disabled,
+// invalid; routed is not recorded, though trails written before 2026-11-26
+// hold it).
 const (
 	// KindEvent: an event was stored in EVENTS; Event holds it (redacted).
 	KindEvent = "event"
@@ -236,9 +237,9 @@ const (
 	eventSubjects = "audit.ev."
 )
 
-var bucketNames = func() (b [16]string) {
+var bucketSubjects = func() (b [16]string) {
 	for i := range b {
-		b[i] = hexDigits[i : i+1]
+		b[i] = eventSubjects + hexDigits[i:i+1]
 	}
 	return b
 }()
@@ -253,5 +254,5 @@ func EventSubject(eventID string) string {
 		h ^= uint32(eventID[i])
 		h *= 16777619
 	}
-	return eventSubjects[:] + bucketNames[h&0xf]
+	return bucketSubjects[h&0xf]
 }

@@ -42,8 +42,8 @@ type EventTrace struct {
 type SubscriptionState struct {
 	Channel string `json:"channel"`
 	// State of the deliveries: delivered when all are; otherwise the state
-	// of the last one updated that is not: pending (routed, no attempt
-	// yet), retrying, deferred, failed (permanent, dead letter pending),
+	// of the last one updated that is not: pending (a routed record of an
+	// older trail, no attempt yet), retrying, deferred, failed (permanent, dead letter pending),
 	// dead_lettered, replayed (a replay is queued).
 	State string `json:"state"`
 	// Deliveries is the number of recipients; Delivered how many got it.

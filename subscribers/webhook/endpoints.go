@@ -147,10 +147,13 @@ func (b *breaker) allow() (func(error), error) {
 	if err != nil || b.cb.State() != gobreaker.StateHalfOpen {
 		return done, err
 	}
-	b.probeUntil.Store(time.Now().Add(b.probeTimeout).UnixNano())
+	mine := time.Now().Add(b.probeTimeout).UnixNano()
+	b.probeUntil.Store(mine)
 	return func(err error) {
-		done(err) // a failed probe sets openUntil before the probe stops counting
-		b.probeUntil.Store(0)
+		// A failed probe sets openUntil before the probe stops counting;
+		// a later probe may have marked itself meanwhile.
+		done(err)
+		b.probeUntil.CompareAndSwap(mine, 0)
 	}, nil
 }
 

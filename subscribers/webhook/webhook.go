@@ -227,7 +227,7 @@ func (s *Sender) Send(ctx context.Context, d *hub.Delivery) (err error) {
 
 	if s.breakers != nil {
 		key := endpointKey(u)
-		b := s.breakers.get(key, func() *breaker { return newBreaker(key, s.cfg.Breaker, s.cfg.Timeout.D(), s.log) })
+		b := s.breakers.get(key, func() *breaker { return newBreaker(key, s.cfg.Breaker, s.cfg.Timeout.D()+rateLimitMaxWait, s.log) })
 		done, berr := b.allow()
 		if berr != nil {
 			detail := "after repeated failures"
