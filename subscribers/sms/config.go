@@ -154,7 +154,13 @@ func (c *Config) Validate() error {
 func httpURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q is not an http(s) URL", s)
+		shown := s // the path and query may carry an API key: show the start only
+		if err == nil && u.Host != "" {
+			shown = u.Scheme + "://" + u.Host
+		} else if i := strings.IndexAny(s, "?@"); i >= 0 {
+			shown = s[:i] + "…"
+		}
+		return fmt.Errorf("%q is not an http(s) URL", shown)
 	}
 	return nil
 }

@@ -286,15 +286,17 @@ func (g *generic) request(ctx context.Context, to, body, from string) (*http.Req
 
 func (g *generic) result(resp *http.Response, payload []byte, d *hub.Delivery) error {
 	code := resp.StatusCode
-	err := fmt.Errorf("sms gateway http %d: %s", code, snippet(payload))
+	// The body stays in the attempt record, not in the error: errors are
+	// logged, and a gateway may echo the message or the number.
+	d.Outcome.Response = snippet(payload)
+	err := fmt.Errorf("sms gateway http %d (response in the attempt record)", code)
 	switch {
 	case code >= 200 && code < 300:
-		d.Outcome.Response = snippet(payload)
 		return nil
 	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
 		return retryable(resp, err)
 	case code >= 300 && code < 400:
-		return hub.Permanent(fmt.Errorf("sms gateway http %d: redirect to %q not followed; fix generic.url", code, resp.Header.Get("Location")))
+		return hub.Permanent(fmt.Errorf("sms gateway http %d: redirect not followed; fix generic.url", code))
 	}
 	return hub.Permanent(err)
 }
