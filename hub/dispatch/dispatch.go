@@ -93,7 +93,8 @@ type Dispatcher struct {
 	cfg     hub.DeliveryConfig
 	log     zerolog.Logger
 	obs     Observer
-	settle  func(ctx context.Context)
+	settle  func(done func())
+	record  EventRecorder // nil: this dispatcher records no events
 	disable func(ctx context.Context, sub, reason string)
 	now     func() time.Time
 
@@ -123,10 +124,26 @@ func WithLogger(l zerolog.Logger) Option { return func(d *Dispatcher) { d.log = 
 // WithObserver receives every outcome.
 func WithObserver(o Observer) Option { return func(d *Dispatcher) { d.obs = o } }
 
-// WithSettle is called after a message's outcomes were observed and
-// before the message is acknowledged: an observer that must persist
-// outcomes first (the audit trail) waits there, off the send slots.
-func WithSettle(f func(ctx context.Context)) Option { return func(d *Dispatcher) { d.settle = f } }
+// WithSettle is called once a message's outcomes were observed, with the
+// step that settles the message (ack, nak or term): f runs done when the
+// outcomes observed so far are persisted, at once or later on another
+// goroutine. An observer that must persist outcomes before their message
+// is acknowledged (the audit trail) delays done; the handler has returned
+// by then, so waiting holds neither a send slot nor a handler, only the
+// message's place in MaxAckPending. f must eventually run done.
+func WithSettle(f func(done func())) Option { return func(d *Dispatcher) { d.settle = f } }
+
+// EventRecorder is told of every EVENTS message one dispatcher handles
+// (ev is nil when it was not decoded: no subscription of the channel
+// wants it, it is held, or it is invalid), before its outcomes, and the
+// message is settled through WithSettle: the audit trail's event records
+// come from there instead of from a consumer of their own. A held message
+// comes back, so a recorder sees a message more than once.
+type EventRecorder func(msg jetstream.Msg, ev *hub.Event)
+
+// WithEventRecorder makes this dispatcher report every EVENTS message to f.
+// Every channel's dispatcher reads every event, so one of them is enough.
+func WithEventRecorder(f EventRecorder) Option { return func(d *Dispatcher) { d.record = f } }
 
 // WithEventCache shares decoded events with the other channels' dispatchers.
 func WithEventCache(c *EventCache) Option { return func(d *Dispatcher) { d.cache = c } }
@@ -146,7 +163,7 @@ func New(channel string, ch hub.Channel, js jetstream.JetStream, cfg hub.Deliver
 		cfg:      cfg,
 		log:      zerolog.Nop(),
 		obs:      func(Outcome) {},
-		settle:   func(context.Context) {},
+		settle:   func(done func()) { done() },
 		disable:  func(context.Context, string, string) {},
 		now:      time.Now,
 		sendSem:  make(chan struct{}, n),
@@ -434,6 +451,8 @@ type target struct {
 	err       error
 	result    hub.Outcome
 	took      time.Duration
+	del       *hub.Delivery // the attempt made, reported at at
+	at        time.Time
 }
 
 func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
@@ -441,18 +460,27 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	// skip decoding events no subscription of this channel wants. (An
 	// invalid envelope is dead-lettered by the channels that want it.)
 	if typ, ok := strings.CutPrefix(msg.Subject(), hub.SubjectPrefix); ok && !d.wants(typ) {
-		_ = msg.Ack()
 		d.obs(Outcome{Kind: KindUnmatched, At: d.now(), Channel: d.channel, EventType: typ})
+		d.ackRecorded(msg, nil)
 		return
 	}
 	if until, held := d.heldUntil(); held {
+		if d.record != nil {
+			d.record(msg, nil)
+		}
 		_ = msg.NakWithDelay(min(max(until.Sub(d.now()), 10*time.Millisecond), maxHold))
 		return
 	}
 	ev, err := d.decode(msg)
 	if err != nil {
+		if d.record != nil {
+			d.record(msg, nil)
+		}
 		d.invalidEvent(ctx, msg, err)
 		return
+	}
+	if d.record != nil {
+		d.record(msg, ev)
 	}
 	var targets []*target
 	for _, r := range *d.routes.Load() {
@@ -473,8 +501,8 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 		}
 	}
 	if len(targets) == 0 {
-		_ = msg.Ack()
 		d.obs(Outcome{Kind: KindUnmatched, At: d.now(), Channel: d.channel, EventID: ev.ID, EventType: ev.Type})
+		d.ackRecorded(msg, ev)
 		return
 	}
 	now := d.now()
@@ -487,9 +515,9 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 		}
 		d.obs(o)
 	}
-	// InProgress until the message is settled: the sends, the wait for
-	// their records (settle) and the DELIVERIES writes.
-	defer d.keepAlive(msg)()
+	// InProgress until the message is settled: the sends, the DELIVERIES
+	// writes and the wait for their records (settle).
+	stopKeepAlive := d.keepAlive(msg)
 	if len(targets) == 1 {
 		d.sendTarget(ctx, ev, msg.Data(), targets[0], now, false)
 	} else {
@@ -513,34 +541,70 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 		}
 		wg.Wait()
 	}
-	d.settle(ctx)
+	// Reported here rather than on the send goroutines: their stacks are
+	// new and small, and an observer's frames would grow every one.
+	for _, t := range targets {
+		if t.del != nil {
+			d.report(t.del, t.err, t.took, 1, t.at)
+		}
+	}
+	d.settleMsg(stopKeepAlive, d.splitFailed(ctx, msg, ev, targets, now))
+}
 
-	// Write every target that did not get through to DELIVERIES, then ack
-	// the event. If the hub is stopping and a send was cut short, leave the
-	// whole event for redelivery instead.
+// ackRecorded acknowledges an event the channel has nothing to do for; the
+// recorder's event record is stored first.
+func (d *Dispatcher) ackRecorded(msg jetstream.Msg, ev *hub.Event) {
+	if d.record == nil {
+		_ = msg.Ack()
+		return
+	}
+	if ev == nil {
+		d.record(msg, nil)
+	}
+	d.settleMsg(func() {}, msg.Ack)
+}
+
+// settleMsg runs act (ack, nak or term) once the message's outcomes are
+// persisted (WithSettle), and ends its keep-alive.
+func (d *Dispatcher) settleMsg(stopKeepAlive func(), act func() error) {
+	d.settle(func() {
+		stopKeepAlive()
+		_ = act()
+	})
+}
+
+// splitFailed writes every target that did not get through to DELIVERIES
+// and returns how to settle the event: ack it, or, if the hub is stopping
+// and a send was cut short, leave the whole event for redelivery.
+func (d *Dispatcher) splitFailed(ctx context.Context, msg jetstream.Msg, ev *hub.Event, targets []*target, now time.Time) func() error {
 	var splits []*nats.Msg
 	for _, t := range targets {
 		if t.renderErr == nil && t.err == nil {
 			continue
 		}
 		if ctx.Err() != nil && t.renderErr == nil {
-			_ = msg.Nak()
-			return
+			return msg.Nak
 		}
 		m, err := d.splitMsg(ev, msg.Data(), t, now)
 		if err != nil {
 			d.log.Error().Err(err).Str("event_id", ev.ID).Msg("build delivery")
-			_ = msg.NakWithDelay(time.Second)
-			return
+			return nakAfter(msg, time.Second)
 		}
 		splits = append(splits, m)
 	}
 	if err := d.publishAll(ctx, splits); err != nil {
 		d.log.Warn().Err(err).Str("channel", d.channel).Str("event_id", ev.ID).Msg("storing failed deliveries; the event will be redelivered")
-		_ = msg.NakWithDelay(time.Second)
-		return
+		return nakAfter(msg, time.Second)
 	}
-	_ = msg.Ack()
+	return msg.Ack
+}
+
+func nakAfter(msg jetstream.Msg, delay time.Duration) func() error {
+	return func() error { return msg.NakWithDelay(delay) }
+}
+
+func termWith(msg jetstream.Msg, reason string) func() error {
+	return func() error { return msg.TermWithReason(reason) }
 }
 
 func (d *Dispatcher) sendTarget(ctx context.Context, ev *hub.Event, raw []byte, t *target, now time.Time, held bool) {
@@ -563,7 +627,7 @@ func (d *Dispatcher) sendTarget(ctx context.Context, ev *hub.Event, raw []byte, 
 		t.err, t.took = d.send(ctx, del)
 	}
 	t.result = del.Outcome
-	d.report(del, t.err, t.took, 1)
+	t.del, t.at = del, d.now()
 }
 
 // splitMsg turns a failed first attempt into its DELIVERIES message.
@@ -672,9 +736,9 @@ func (d *Dispatcher) sendHeld(ctx context.Context, del *hub.Delivery) (err error
 	return d.ch.Send(ctx, del), 0
 }
 
-func (d *Dispatcher) report(del *hub.Delivery, err error, took time.Duration, attempt int) {
+func (d *Dispatcher) report(del *hub.Delivery, err error, took time.Duration, attempt int, at time.Time) {
 	o := Outcome{
-		Kind: KindDelivered, At: d.now(), Channel: d.channel, Subscription: del.Subscription.ID, EventID: del.Event.ID,
+		Kind: KindDelivered, At: at, Channel: d.channel, Subscription: del.Subscription.ID, EventID: del.Event.ID,
 		EventType: del.Event.Type, DeliveryID: del.ID, Recipient: del.Recipient, Attempt: attempt, Duration: took,
 		Err: err, Result: del.Outcome,
 	}
@@ -754,37 +818,37 @@ func (d *Dispatcher) handleRetry(ctx context.Context, msg jetstream.Msg) {
 		ID: rec.DeliveryID, Event: ev, EventJSON: rec.Event, Subscription: r.Sub, Recipient: rec.Recipient,
 		Content: content, Attempt: attempt, FirstAttempt: first,
 	}
-	defer d.keepAlive(msg)() // until the message is settled (records, rewrites)
+	stopKeepAlive := d.keepAlive(msg) // until the message is settled (rewrites, records)
 	err, took := d.send(ctx, del)
-	d.report(del, err, took, attempt)
-	d.settle(ctx)
+	d.report(del, err, took, attempt, d.now())
+	var act func() error
 	switch {
 	case err == nil:
-		_ = msg.Ack()
+		act = msg.Ack
 	case ctx.Err() != nil:
 		// Shutting down: try again after the restart.
-		_ = msg.Nak()
+		act = msg.Nak
 	case hub.IsPermanent(err):
 		if hub.IsGone(err) {
 			d.disable(ctx, r.Sub.ID, err.Error())
 		}
-		_ = msg.TermWithReason(truncate(err.Error()))
+		act = termWith(msg, truncate(err.Error()))
 	default:
 		if dl, ok := hub.DeferDelay(err); ok {
-			d.deferRetry(ctx, msg, rec, attempt, first, dl, err)
-			return
+			act = d.deferRetry(ctx, msg, rec, attempt, first, dl, err)
+		} else if attempt >= d.cfg.MaxAttempts {
+			act = termWith(msg, truncate(fmt.Sprintf("gave up after %d attempts: %v", attempt, err)))
+		} else {
+			act = nakAfter(msg, d.retryDelay(err, attempt))
 		}
-		if attempt >= d.cfg.MaxAttempts {
-			_ = msg.TermWithReason(truncate(fmt.Sprintf("gave up after %d attempts: %v", attempt, err)))
-			return
-		}
-		_ = msg.NakWithDelay(d.retryDelay(err, attempt))
 	}
+	d.settleMsg(stopKeepAlive, act)
 }
 
 // deferRetry waits without spending the attempt: the message is written
-// again with the attempts made so far and a not-before, then acked.
-func (d *Dispatcher) deferRetry(ctx context.Context, msg jetstream.Msg, rec Record, attempt int, first time.Time, wait time.Duration, cause error) {
+// again with the attempts made so far and a not-before, then acked (the
+// returned step).
+func (d *Dispatcher) deferRetry(ctx context.Context, msg jetstream.Msg, rec Record, attempt int, first time.Time, wait time.Duration, cause error) func() error {
 	meta, _ := msg.Metadata()
 	m, err := NewDeliveryMsg(rec, Retry{
 		Attempts: attempt - 1, Wait: wait, FirstAttempt: first, LastError: cause.Error(),
@@ -795,10 +859,9 @@ func (d *Dispatcher) deferRetry(ctx context.Context, msg jetstream.Msg, rec Reco
 	}
 	if err != nil {
 		d.log.Warn().Err(err).Str("channel", d.channel).Str("delivery_id", rec.DeliveryID).Msg("rewriting a deferred delivery failed; it waits on its current message")
-		_ = msg.NakWithDelay(wait)
-		return
+		return nakAfter(msg, wait)
 	}
-	_ = msg.Ack()
+	return msg.Ack
 }
 
 // invalidEvent dead-letters an envelope that fails validation. Every
@@ -815,8 +878,7 @@ func (d *Dispatcher) invalidEvent(ctx context.Context, msg jetstream.Msg, cause 
 		return
 	}
 	d.obs(Outcome{Kind: KindInvalid, At: d.now(), Channel: d.channel, Err: cause, Reason: cause.Error()})
-	d.settle(ctx)
-	_ = msg.Ack()
+	d.settleMsg(func() {}, msg.Ack)
 }
 
 // InvalidChannel and InvalidSubscription are the DLQ subject tokens of

@@ -44,7 +44,7 @@ type Node struct {
 	dlqProc     *dlq.Processor
 	dlq         *dlq.Store
 	observers   []dispatch.Observer
-	settlers    []func(context.Context)
+	settlers    []func(done func())
 
 	subsStore *subs.Store
 	tmpls     map[string]*render.Templates // compiled templates of config subscriptions
@@ -79,9 +79,10 @@ func WithChannel(name string, ch hub.Channel) Option {
 	return func(n *Node) { n.channels[name] = ch }
 }
 
-// WithSettle is called before a dispatcher acknowledges a message whose
-// outcomes were observed (an external audit trail's Settle).
-func WithSettle(f func(context.Context)) Option {
+// WithSettle is called with the step that acknowledges a message whose
+// outcomes were observed; f runs it once they are persisted (an external
+// audit trail's Settle). See dispatch.WithSettle.
+func WithSettle(f func(done func())) Option {
 	return func(n *Node) { n.settlers = append(n.settlers, f) }
 }
 
@@ -133,7 +134,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if acfg.Replicas == 0 {
 		acfg.Replicas = n.cfg.Events.Replicas
 	}
-	aud, err := audit.New(acfg, js, audit.WithLogger(n.log.With().Str("component", "audit").Logger()))
+	// The webhook dispatcher, which always runs, hands it the events.
+	aud, err := audit.New(acfg, js, audit.WithLogger(n.log.With().Str("component", "audit").Logger()), audit.WithDispatcherEvents())
 	if err != nil {
 		return err
 	}
@@ -443,12 +445,17 @@ func (n *Node) startDispatchers(ctx context.Context) error {
 	}
 	cache := dispatch.NewEventCache(4096)
 	for name := range byChannel {
-		d := dispatch.New(name, n.channels[name], n.js, n.cfg.Delivery,
+		opts := []dispatch.Option{
 			dispatch.WithEventCache(cache),
 			dispatch.WithLogger(n.log.With().Str("component", "dispatch").Logger()),
 			dispatch.WithObserver(n.observe),
 			dispatch.WithSettle(n.settle),
-			dispatch.WithDisabler(n.disableSubscription))
+			dispatch.WithDisabler(n.disableSubscription),
+		}
+		if name == "webhook" && n.cfg.Channels.Audit.Enabled {
+			opts = append(opts, dispatch.WithEventRecorder(n.audit.RecordEvent))
+		}
+		d := dispatch.New(name, n.channels[name], n.js, n.cfg.Delivery, opts...)
 		n.dispatchers[name] = d
 	}
 	// The store's first OnChange sets the routes; later ones come from its
@@ -552,12 +559,17 @@ func (n *Node) disableSubscription(ctx context.Context, id, reason string) {
 	n.observe(dispatch.Outcome{Kind: dispatch.KindDisabled, At: time.Now(), Subscription: id, Reason: reason})
 }
 
-// settle runs every settle hook (WithSettle) before a dispatcher
-// acknowledges a message.
-func (n *Node) settle(ctx context.Context) {
-	for _, f := range n.settlers {
-		f(ctx)
+// settle runs done once every settle hook (WithSettle) has released it.
+func (n *Node) settle(done func()) {
+	n.settleFrom(0, done)
+}
+
+func (n *Node) settleFrom(i int, done func()) {
+	if i == len(n.settlers) {
+		done()
+		return
 	}
+	n.settlers[i](func() { n.settleFrom(i+1, done) })
 }
 
 // observe hands an outcome to every observer.
@@ -576,6 +588,9 @@ func (n *Node) Subscriptions() []hub.Subscription {
 
 // DLQ is the dead-letter store.
 func (n *Node) DLQ() *dlq.Store { return n.dlq }
+
+// Audit returns the audit trail (a no-op one when channels.audit is off).
+func (n *Node) Audit() *audit.Auditor { return n.audit }
 
 func (n *Node) closeChannels(ctx context.Context) error {
 	var errs []error

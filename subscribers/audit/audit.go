@@ -5,9 +5,11 @@
 // JSONL file and to the AUDIT JetStream stream, and read back per event by
 // Trace.
 //
-// One writer goroutine owns the chain. Events come from the Auditor's own
-// durable consumer on EVENTS (acknowledged once their record is stored in
-// AUDIT); outcomes come from Observe, which the dispatchers call on their
+// One writer goroutine owns the chain. Events come from a dispatcher that
+// reads every event anyway (RecordEvent, WithDispatcherEvents; the hub
+// does this), or else from the Auditor's own durable consumer on EVENTS
+// (acknowledged once their record is stored in AUDIT); outcomes come from
+// Observe, which the dispatchers call on their
 // hot path, through a bounded queue. The writer seals each record into the
 // chain (seq, prev, hash), appends the batch to the file with one write,
 // publishes it to AUDIT asynchronously (records of one event grouped into
@@ -40,6 +42,8 @@ const ConsumerName = "hub-audit"
 
 // Tuning of the writer.
 const (
+	// recentEvents is how many EVENTS sequences RecordEvent remembers.
+	recentEvents = 64 << 10
 	// chunkRecords is the most records published before waiting for acks.
 	chunkRecords = 4096
 	// maxGroupBytes caps one AUDIT message (records of one subject in a
@@ -47,6 +51,8 @@ const (
 	maxGroupBytes = 512 << 10
 	// ackTimeout bounds the wait for one chunk's acks before retrying.
 	ackTimeout = 10 * time.Second
+	// batchInterval is the least time between two batches of the writer.
+	batchInterval = 5 * time.Millisecond
 	// logEvery rate-limits repeated warnings (drops, store errors).
 	logEvery = 10 * time.Second
 )
@@ -80,6 +86,7 @@ type Auditor struct {
 	now      func() time.Time
 	redact   *redactor
 	q        *queue
+	settler  *settler
 	writerID string // dedup ids of this process's AUDIT messages
 
 	// Owned by the writer goroutine once started.
@@ -93,6 +100,8 @@ type Auditor struct {
 	closeFileErr error // read after writerDone
 
 	started     atomic.Bool
+	fromDisp    bool    // events come from RecordEvent, not a consumer
+	recorded    *seqSet // EVENTS sequences recorded lately (RecordEvent)
 	it          jetstream.MessagesContext
 	consumeDone chan struct{}
 	writerDone  chan struct{}
@@ -117,6 +126,14 @@ type Option func(*Auditor)
 // WithLogger sets the logger.
 func WithLogger(l zerolog.Logger) Option { return func(a *Auditor) { a.log = l } }
 
+// WithDispatcherEvents takes the event records from a dispatcher
+// (dispatch.WithEventRecorder(a.RecordEvent)) instead of a consumer of the
+// Auditor's own: the event is read from EVENTS once instead of twice.
+// Start then removes hub-audit, left by a hub that consumed itself.
+func WithDispatcherEvents() Option {
+	return func(a *Auditor) { a.fromDisp, a.recorded = true, newSeqSet(recentEvents) }
+}
+
 // WithClock sets the clock used for record times not given by an outcome.
 func WithClock(now func() time.Time) Option { return func(a *Auditor) { a.now = now } }
 
@@ -129,13 +146,15 @@ func New(cfg Config, js jetstream.JetStream, opts ...Option) (*Auditor, error) {
 	if cfg.Enabled && js == nil {
 		return nil, errors.New("audit: no JetStream")
 	}
+	q := newQueue(cfg.QueueSize)
 	a := &Auditor{
 		cfg:         cfg,
 		js:          js,
 		log:         zerolog.Nop(),
 		now:         time.Now,
 		redact:      newRedactor(cfg.Redact),
-		q:           newQueue(cfg.QueueSize),
+		q:           q,
+		settler:     newSettler(q),
 		writerID:    ulid.Make().String(),
 		consumeDone: make(chan struct{}),
 		writerDone:  make(chan struct{}),
@@ -177,23 +196,34 @@ func (a *Auditor) Start(ctx context.Context) (err error) {
 		a.file, a.chain = cf, rec.chain
 		first = a.recovered(rec)
 	}
-	cons, err := a.ensureConsumer(ctx)
-	if err != nil {
-		return err
+	if a.fromDisp {
+		if err := a.removeConsumer(ctx); err != nil {
+			return err
+		}
+	} else {
+		cons, err := a.ensureConsumer(ctx)
+		if err != nil {
+			return err
+		}
+		// A short pull expiry bounds how long a lost pull request can stall
+		// the consumer (seen under heavy CPU contention; the default is 30s).
+		it, err := cons.Messages(jetstream.PullMaxMessages(256), jetstream.PullExpiry(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("audit: consume events: %w", err)
+		}
+		a.it = it
 	}
-	// A short pull expiry bounds how long a lost pull request can stall
-	// the consumer (seen under heavy CPU contention; the default is 30s).
-	it, err := cons.Messages(jetstream.PullMaxMessages(256), jetstream.PullExpiry(5*time.Second))
-	if err != nil {
-		return fmt.Errorf("audit: consume events: %w", err)
-	}
-	a.it = it
 	a.maxGroup = maxGroupBytes
 	if nc := a.js.Conn(); nc != nil && nc.MaxPayload() > 0 {
 		a.maxGroup = int(min(int64(maxGroupBytes), nc.MaxPayload()-4<<10))
 	}
 	go a.writeLoop(first)
-	go a.consumeLoop()
+	go a.settler.loop(a.writerDone, a.stop)
+	if a.it != nil {
+		go a.consumeLoop()
+	} else {
+		close(a.consumeDone)
+	}
 	return nil
 }
 
@@ -249,6 +279,43 @@ func (a *Auditor) ensureConsumer(ctx context.Context) (jetstream.Consumer, error
 	return c, nil
 }
 
+// removeConsumer deletes hub-audit if a hub that consumed EVENTS itself
+// left it: it would hold every later event as pending for nothing.
+func (a *Auditor) removeConsumer(ctx context.Context) error {
+	return hub.RetryTransient(ctx, func(ctx context.Context) error {
+		err := a.js.DeleteConsumer(ctx, hub.EventsStream, ConsumerName)
+		if err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil
+		}
+		return fmt.Errorf("audit: removing consumer %s: %w", ConsumerName, err)
+	})
+}
+
+// RecordEvent queues the event record of an EVENTS message a dispatcher
+// handles (ev: the decoded event, or nil). It is a dispatch.EventRecorder:
+// the dispatcher settles the message through Settle, so with wait_stored
+// it is acknowledged only after the record is stored. A message seen
+// again (a held event coming back, a redelivery) is recorded once per
+// process: the EVENTS sequences of the last 64 Ki events are remembered;
+// after a restart or on another node it can be recorded again, a true
+// record of the same event.
+func (a *Auditor) RecordEvent(msg jetstream.Msg, ev *hub.Event) {
+	if !a.cfg.Enabled || a.recorded == nil {
+		return
+	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		return // not from a consumer: nothing to record
+	}
+	seq := meta.Sequence.Stream
+	if a.recorded.has(seq) {
+		return
+	}
+	if _, ok := a.q.put(a.eventItem(msg, meta, ev), -1, a.stop); ok {
+		a.recorded.add(seq)
+	}
+}
+
 // Observe records a delivery outcome. It is a dispatch.Observer: it does
 // no I/O, it encodes the record and queues it. When the queue is full it
 // waits up to queue_wait for room (backpressure on the dispatcher), then
@@ -262,29 +329,26 @@ func (a *Auditor) Observe(o dispatch.Outcome) {
 	if !a.cfg.Enabled || o.Kind == dispatch.KindUnmatched || o.Kind == dispatch.KindRouted {
 		return // unmatched: nothing happened; the event record covers it
 	}
-	r := recordFromOutcome(o)
-	if r.At.IsZero() {
-		r.At = a.now()
+	if o.At.IsZero() {
+		o.At = a.now()
 	}
-	a.redact.outcome(&r)
-	it := item{subject: EventSubject(r.EventID), body: appendBody(getBody(), &r)}
-	if _, ok := a.q.put(it, a.cfg.QueueWait.D(), a.stop); !ok {
+	if _, ok := a.q.put(item{out: o}, a.cfg.QueueWait.D(), a.stop); !ok {
 		a.drop()
 	}
 }
 
-// Settle waits, with wait_stored, until every record queued so far is
-// stored, so a dispatcher acknowledges a message only after its outcome
-// records are durable (a crash before that redelivers the message, and
-// the attempt is made and recorded again). It waits at most the ack
-// timeout, and not at all once Close has given up; ctx is not consulted
-// because records queued by a stopping dispatcher are still stored by
-// Close. It is a dispatch.WithSettle hook.
-func (a *Auditor) Settle(context.Context) {
+// Settle runs done (a dispatcher's ack), with wait_stored, once every
+// record queued so far is stored, so a message is acknowledged only after
+// its outcome records are durable (a crash before that redelivers the
+// message, and the attempt is made and recorded again). done runs on the
+// Auditor's settle goroutine, after at most the ack timeout, and at once
+// after Close has finished or given up. It is a dispatch.WithSettle hook.
+func (a *Auditor) Settle(done func()) {
 	if !a.cfg.Enabled || !a.cfg.WaitStored || !a.started.Load() {
-		return // before Start there is no writer to wait for
+		done() // before Start there is no writer to wait for
+		return
 	}
-	a.q.waitDone(a.q.last(), ackTimeout, a.stop)
+	a.settler.add(done, ackTimeout)
 }
 
 func (a *Auditor) drop() {
@@ -346,16 +410,18 @@ func (a *Auditor) close(ctx context.Context) error {
 		a.halt()
 		return nil
 	}
-	// Events fetched but not yet queued are queued (and acked when stored).
-	a.it.Drain()
 	var err error
-	select {
-	case <-a.consumeDone:
-	case <-ctx.Done():
-		a.halt()
-		a.it.Stop()
-		<-a.consumeDone
-		err = ctx.Err()
+	if a.it != nil {
+		// Events fetched but not yet queued are queued (and acked when stored).
+		a.it.Drain()
+		select {
+		case <-a.consumeDone:
+		case <-ctx.Done():
+			a.halt()
+			a.it.Stop()
+			<-a.consumeDone
+			err = ctx.Err()
+		}
 	}
 	a.q.close()
 	select {
@@ -365,6 +431,7 @@ func (a *Auditor) close(ctx context.Context) error {
 		<-a.writerDone
 		err = ctx.Err()
 	}
+	<-a.settler.done // runs the last acks: the writer is done, or halted
 	if n := a.unrecorded.Load(); n > 0 {
 		a.log.Warn().Uint64("dropped", n).Msg("audit: records dropped at shutdown were not marked in the trail")
 	}
@@ -394,29 +461,39 @@ func (a *Auditor) consumeLoop() {
 		}
 		// No drops for events: wait for room. If the hub is stopping the
 		// message stays unacknowledged and comes back after a restart.
-		_, _ = a.q.put(a.eventItem(msg), -1, a.stop)
+		it := a.eventItem(msg, nil, nil)
+		it.ack = msg
+		_, _ = a.q.put(it, -1, a.stop)
 	}
 }
 
-// eventItem builds the event record of an EVENTS message. The id follows
-// the dispatcher's rule for envelopes without one, so outcome records and
-// the event record agree.
-func (a *Auditor) eventItem(msg jetstream.Msg) item {
+// eventItem builds the event record of an EVENTS message (meta and ev
+// when the caller has them). The id follows the dispatcher's rule for
+// envelopes without one, so outcome records and the event record agree.
+func (a *Auditor) eventItem(msg jetstream.Msg, meta *jetstream.MsgMetadata, ev *hub.Event) item {
 	r := Record{Kind: KindEvent, At: a.now()}
-	if meta, err := msg.Metadata(); err == nil {
+	if meta == nil {
+		meta, _ = msg.Metadata()
+	}
+	if meta != nil {
 		r.At, r.StreamSeq = meta.Timestamp, meta.Sequence.Stream
 	}
 	data := msg.Data()
-	var head struct {
-		ID   string `json:"id"`
-		Type string `json:"type"`
+	isJSON := true // a decoded event is
+	if ev != nil {
+		r.EventID, r.EventType = ev.ID, ev.Type
+	} else {
+		var head struct {
+			ID   string `json:"id"`
+			Type string `json:"type"`
+		}
+		// A field of the wrong type is skipped, not fatal: any other error
+		// means the body is not JSON.
+		err := json.Unmarshal(data, &head)
+		var typeErr *json.UnmarshalTypeError
+		isJSON = err == nil || errors.As(err, &typeErr)
+		r.EventID, r.EventType = head.ID, head.Type
 	}
-	// A field of the wrong type is skipped, not fatal: any other error
-	// means the body is not JSON.
-	err := json.Unmarshal(data, &head)
-	var typeErr *json.UnmarshalTypeError
-	isJSON := err == nil || errors.As(err, &typeErr)
-	r.EventID, r.EventType = head.ID, head.Type
 	if r.EventID == "" {
 		r.EventID = msg.Headers().Get(jetstream.MsgIDHeader)
 	}
@@ -442,7 +519,7 @@ func (a *Auditor) eventItem(msg jetstream.Msg) item {
 		r.Event = nil // nothing in it could be redacted
 		r.Error = "the stored event is not valid JSON; not recorded because redaction is configured"
 	}
-	return item{subject: EventSubject(r.EventID), body: appendBody(make([]byte, 0, len(r.Event)+256), &r), ack: msg}
+	return item{subject: EventSubject(r.EventID), body: appendBody(make([]byte, 0, len(r.Event)+256), &r)}
 }
 
 // Record bodies are built on the dispatcher's goroutines and copied into

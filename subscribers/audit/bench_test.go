@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hubproject/hub/config"
-	"github.com/hubproject/hub/embedded/embeddedtest"
 	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/dispatch"
 	"github.com/hubproject/hub/hub/node"
@@ -62,10 +62,11 @@ func BenchmarkObserve(b *testing.B) {
 
 // BenchmarkFanout4 is the dispatcher benchmark of hub/dispatch (b.N
 // events pre-loaded, 4 subscriptions on one no-op channel, concurrency
-// 64) with the audit trail off and on. With it on, every event also gets
-// an event record and 4 attempt records, and the
-// time runs until all of them are stored. own_conn gives the Auditor its
-// own NATS connection instead of sharing the dispatcher's.
+// 64) with the audit trail off and on, wired as the hub wires it: the
+// dispatcher records the events (WithEventRecorder). With it on, every
+// event also gets an event record and 4 attempt records, and the time runs
+// until all of them are stored. The other variant is the standalone Auditor,
+// reading EVENTS with a consumer of its own (audit=own_consumer).
 func BenchmarkFanout4(b *testing.B) {
 	b.Run("audit=off", func(b *testing.B) { benchFanout(b, nil, false) })
 	for _, wait := range []bool{false, true} {
@@ -73,7 +74,7 @@ func BenchmarkFanout4(b *testing.B) {
 			benchFanout(b, func(c *audit.Config) { c.WaitStored = wait }, false)
 		})
 	}
-	b.Run("audit=on/wait_stored=true/own_conn", func(b *testing.B) {
+	b.Run("audit=own_consumer/wait_stored=true", func(b *testing.B) {
 		benchFanout(b, func(c *audit.Config) { c.WaitStored = true }, true)
 	})
 }
@@ -82,7 +83,7 @@ type noop struct{ n atomic.Int64 }
 
 func (c *noop) Send(context.Context, *hub.Delivery) error { c.n.Add(1); return nil }
 
-func benchFanout(b *testing.B, tweak func(*audit.Config), ownConn bool) {
+func benchFanout(b *testing.B, tweak func(*audit.Config), ownConsumer bool) {
 	e := newEnv(b)
 	js, err := jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
@@ -102,7 +103,7 @@ func benchFanout(b *testing.B, tweak func(*audit.Config), ownConn bool) {
 	consumers := []jetstream.ConsumerConfig{{
 		Durable: dispatch.EventsConsumer("noop"), FilterSubject: "events.>", AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
 	}}
-	if tweak != nil {
+	if ownConsumer {
 		consumers = append(consumers, audit.ConsumerConfig())
 	}
 	for _, cc := range consumers {
@@ -113,22 +114,24 @@ func benchFanout(b *testing.B, tweak func(*audit.Config), ownConn bool) {
 	var aud *audit.Auditor
 	var opts []dispatch.Option
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	if tweak != nil {
 		cfg := testConfig(b)
 		tweak(&cfg)
-		ajs := js
-		if ownConn {
-			if ajs, err = jetstream.New(embeddedtest.Connect(b, e.srv)); err != nil {
-				b.Fatal(err)
-			}
+		var aopts []audit.Option
+		if !ownConsumer {
+			aopts = append(aopts, audit.WithDispatcherEvents())
 		}
-		if aud, err = audit.New(cfg, ajs); err != nil {
+		if aud, err = audit.New(cfg, js, aopts...); err != nil {
 			b.Fatal(err)
 		}
 		if err := aud.Start(ctx); err != nil {
 			b.Fatal(err)
 		}
 		opts = append(opts, dispatch.WithObserver(aud.Observe), dispatch.WithSettle(aud.Settle))
+		if !ownConsumer {
+			opts = append(opts, dispatch.WithEventRecorder(aud.RecordEvent))
+		}
 	}
 	sink := &noop{}
 	dc := hub.DefaultDeliveryConfig()
@@ -149,13 +152,16 @@ func benchFanout(b *testing.B, tweak func(*audit.Config), ownConn bool) {
 		}
 		<-time.After(time.Millisecond)
 	}
-	if aud != nil {
+	if ownConsumer {
 		e.waitConsumed(b, uint64(b.N))
+	}
+	if aud != nil {
 		if err := aud.Flush(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.StopTimer()
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	_ = d.Stop(sctx)
@@ -172,8 +178,8 @@ func benchFanout(b *testing.B, tweak func(*audit.Config), ownConn bool) {
 
 // BenchmarkWebhook4 is a whole hub delivering every event to 4 webhook
 // subscriptions on one local keep-alive receiver (the real webhook
-// channel: signing, HTTP), with the audit trail off and on: what the
-// trail costs when deliveries do real work.
+// channel: signing, HTTP), with the hub's audit trail off and on: what
+// the trail costs when deliveries do real work.
 func BenchmarkWebhook4(b *testing.B) {
 	b.Run("audit=off", func(b *testing.B) { benchWebhook(b, nil) })
 	for _, wait := range []bool{false, true} {
@@ -198,21 +204,18 @@ func benchWebhook(b *testing.B, tweak func(*audit.Config)) {
 	cfg.Log.Level = "error"
 	cfg.Channels.Webhook.AllowCIDRs = []string{"127.0.0.0/8"}
 	cfg.Delivery.Concurrency["webhook"] = 64
-	disableNodeAudit(&cfg)
+	if tweak == nil {
+		disableNodeAudit(&cfg)
+	} else {
+		cfg.Channels.Audit = testConfig(b)
+		tweak(&cfg.Channels.Audit)
+	}
 	secret := config.Secret(webhook.GenerateSecret())
 	for i := 0; i < 4; i++ {
 		cfg.Subscriptions = append(cfg.Subscriptions, hub.Subscription{ID: fmt.Sprintf("s%d", i), Channel: "webhook",
 			Events: []string{"order.>"}, URL: fmt.Sprintf("%s/s%d", rcv.URL, i), Secret: secret})
 	}
-	var opts []node.Option
-	var aud *audit.Auditor
-	if tweak != nil {
-		acfg := testConfig(b)
-		tweak(&acfg)
-		aud = e.start(b, acfg)
-		opts = append(opts, node.WithObserver(aud.Observe), node.WithSettle(aud.Settle))
-	}
-	n := node.New(cfg, opts...)
+	n := node.New(cfg)
 	ctx := context.Background()
 	if err := n.Start(ctx); err != nil {
 		b.Fatal(err)
@@ -227,6 +230,7 @@ func benchWebhook(b *testing.B, tweak func(*audit.Config)) {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	for i := 0; i < b.N; i++ {
 		if _, err := p.PublishAsync(publisher.Event{Type: "order.created", ID: "w" + strconv.Itoa(i), Data: []byte(`{"order":12345,"total":99.5}`)}); err != nil {
 			b.Fatal(err)
@@ -239,12 +243,20 @@ func benchWebhook(b *testing.B, tweak func(*audit.Config)) {
 		}
 		<-time.After(time.Millisecond)
 	}
-	if aud != nil {
-		e.waitConsumed(b, uint64(b.N))
-		if err := aud.Flush(ctx); err != nil {
-			b.Fatal(err)
-		}
+	if err := n.Audit().Flush(ctx); err != nil {
+		b.Fatal(err)
 	}
 	b.StopTimer()
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/event")
 	b.ReportMetric(float64(4*b.N)/b.Elapsed().Seconds(), "deliveries/s")
+}
+
+// cpuTime is the process's CPU time so far (user and system, every core):
+// with the server in the process, what a benchmark costs in CPU.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

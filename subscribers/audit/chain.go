@@ -26,22 +26,32 @@ const (
 // advancing the chain. The record's canonical bytes are the line without
 // its hash member: {"seq":N,"prev":"...",<body>}.
 func (c *chain) seal(dst, body []byte) []byte {
+	dst, start := c.open(dst)
+	return c.close(append(dst, body...), start)
+}
+
+// open starts the next line in dst, up to where the body goes; close
+// finishes it. The body is appended in between (seal, or the writer
+// encoding an outcome in place).
+func (c *chain) open(dst []byte) ([]byte, int) {
 	c.seq++
 	start := len(dst)
 	dst = append(dst, `{"seq":`...)
 	dst = strconv.AppendUint(dst, c.seq, 10)
 	dst = append(dst, `,"prev":"`...)
 	dst = append(dst, c.prev...)
-	dst = append(dst, `",`...)
-	dst = append(dst, body...)
+	return append(dst, `",`...), start
+}
+
+func (c *chain) close(dst []byte, start int) []byte {
 	dst = append(dst, '}')
 	sum := sha256.Sum256(dst[start:])
 	dst = dst[:len(dst)-1]
 	dst = append(dst, hashKey...)
+	at := len(dst)
 	dst = hex.AppendEncode(dst, sum[:])
-	dst = append(dst, `"}`...)
-	c.prev = hex.EncodeToString(sum[:])
-	return dst
+	c.prev = string(dst[at:])
+	return append(dst, `"}`...)
 }
 
 // lineInfo is what the chain needs from one line.

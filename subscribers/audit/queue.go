@@ -5,13 +5,19 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hubproject/hub/hub/dispatch"
 )
 
-// item is one record waiting for the writer.
+// item is one record waiting for the writer: encoded members (body), or
+// an outcome the writer encodes (Observe: the encoding, redaction and
+// subject run on the writer, off the dispatchers' short-lived send
+// goroutines, whose stacks would grow for it).
 type item struct {
 	subject string
-	body    []byte        // the record's members, see appendBody
-	ack     jetstream.Msg // EVENTS message to acknowledge once stored, or nil
+	body    []byte           // the record's members, see appendBody; nil: out
+	out     dispatch.Outcome // the record when body is nil
+	ack     jetstream.Msg    // EVENTS message to acknowledge once stored, or nil
 }
 
 // queue hands records from many producers to the one writer. Every item
@@ -28,11 +34,12 @@ type queue struct {
 	doneCh  chan struct{} // closed when done moves
 	spaceCh chan struct{} // closed when the writer takes items
 	wake    chan struct{} // tells the writer there is work
+	closing chan struct{} // closed by close
 	closed  bool
 }
 
 func newQueue(max int) *queue {
-	return &queue{max: max, doneCh: make(chan struct{}), spaceCh: make(chan struct{}), wake: make(chan struct{}, 1)}
+	return &queue{max: max, doneCh: make(chan struct{}), spaceCh: make(chan struct{}), wake: make(chan struct{}, 1), closing: make(chan struct{})}
 }
 
 // put adds it. When the queue is full it waits for space up to wait
@@ -150,6 +157,14 @@ func (q *queue) waitDone(t uint64, wait time.Duration, stop <-chan struct{}) boo
 	}
 }
 
+// progress returns how far tickets are finished and a channel closed when
+// that moves.
+func (q *queue) progress() (done uint64, changed <-chan struct{}) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.done, q.doneCh
+}
+
 // last is the ticket of the last item put.
 func (q *queue) last() uint64 {
 	q.mu.Lock()
@@ -167,6 +182,9 @@ func (q *queue) len() int {
 // close refuses further items; the writer drains what is queued.
 func (q *queue) close() {
 	q.mu.Lock()
+	if !q.closed {
+		close(q.closing)
+	}
 	q.closed = true
 	close(q.spaceCh) // producers waiting for room see closed
 	q.spaceCh = make(chan struct{})

@@ -19,13 +19,16 @@ func (a *Auditor) writeLoop(first []item) {
 		a.process(first, 0)
 	}
 	var syncTimer *time.Timer
+	var lastTake time.Time
 	for {
 		if n := a.unrecorded.Swap(0); n > 0 {
 			r := Record{Kind: KindRecordsDropped, At: a.now(), Count: n, Reason: "queue full for queue_wait"}
 			a.process([]item{{subject: HubSubject, body: appendBody(nil, &r)}}, 0)
 		}
+		a.linger(lastTake)
 		batch, firstTicket, closed := a.q.take()
 		if len(batch) > 0 {
+			lastTake = time.Now()
 			a.process(batch, firstTicket)
 			a.q.recycle(batch)
 			a.maybeSync(false)
@@ -58,6 +61,24 @@ func (a *Auditor) writeLoop(first []item) {
 			a.fileErrors.Add(1)
 			a.closeFileErr = fmt.Errorf("audit: closing the file: %w", err) // Close returns it; its caller logs
 		}
+	}
+}
+
+// linger keeps batches from following each other closer than
+// batchInterval: under load the records of a few milliseconds go out
+// together, in at most one AUDIT message per subject, instead of a few
+// messages for every handful of events. A quiet trail writes at once.
+func (a *Auditor) linger(lastTake time.Time) {
+	wait := batchInterval - time.Since(lastTake)
+	if wait <= 0 || a.q.len() >= chunkRecords {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-a.q.closing:
+	case <-a.stop:
 	}
 }
 
@@ -104,12 +125,22 @@ func (a *Auditor) writeChunk(chunk []item) {
 	groupOf := slices.Grow(a.groupOf[:0], len(chunk))[:len(chunk)]
 	ends := slices.Grow(a.lineEnds[:0], len(chunk))[:len(chunk)]
 	a.groupOf, a.lineEnds = groupOf, ends
-	for i, it := range chunk {
+	for i := range chunk {
+		it := &chunk[i]
 		off := len(buf)
-		buf = a.chain.seal(buf, it.body)
+		if it.body != nil {
+			buf = a.chain.seal(buf, it.body)
+			putBody(it.body)
+		} else {
+			r := recordFromOutcome(it.out)
+			a.redact.outcome(&r)
+			it.subject = EventSubject(r.EventID)
+			var start int
+			buf, start = a.chain.open(buf)
+			buf = a.chain.close(appendBody(buf, &r), start)
+		}
 		buf = append(buf, '\n')
 		ends[i] = len(buf)
-		putBody(it.body)
 		size := len(buf) - off
 		gi, ok := bySubject[it.subject]
 		if !ok || groups[gi].size+size > a.maxGroup {
