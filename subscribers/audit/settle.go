@@ -10,12 +10,12 @@ import (
 // the writer finishes a batch, so a message waiting for its records holds
 // no handler goroutine.
 type settler struct {
-	q    *queue
-	mu   sync.Mutex
+	q      *queue
+	mu     sync.Mutex
 	wait   []pendingSettle // in ticket order
 	closed bool            // the loop has exited: steps run at once
-	wake chan struct{}   // a first step was added
-	done chan struct{}   // closed when the loop has exited
+	wake   chan struct{}   // a first step was added
+	done   chan struct{}   // closed when the loop has exited
 }
 
 type pendingSettle struct {
