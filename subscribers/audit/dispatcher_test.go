@@ -1,0 +1,141 @@
+package audit_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hubproject/hub/hub"
+	"github.com/hubproject/hub/hub/dispatch"
+	"github.com/hubproject/hub/subscribers/audit"
+)
+
+type countSink struct{ n atomic.Int64 }
+
+func (c *countSink) Send(context.Context, *hub.Delivery) error { c.n.Add(1); return nil }
+
+// The hub's wiring: a dispatcher hands the trail its events, so there is
+// no hub-audit consumer (one left by an earlier hub is removed); every
+// event, wanted by a subscription or not, gets one event record before
+// its attempt records; and the dispatcher's acks wait for the records.
+func TestEventsFromDispatcher(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t, time.Minute)
+	if _, err := e.js.CreateOrUpdateConsumer(ctx, hub.EventsStream, audit.ConsumerConfig()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	a, err := audit.New(cfg, e.js, audit.WithDispatcherEvents())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeAuditor(t, a) })
+	if _, err := e.js.Consumer(ctx, hub.EventsStream, audit.ConsumerName); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("hub-audit after Start: %v, want it removed", err)
+	}
+
+	// The trail acknowledges nothing itself here: an ack means the
+	// dispatcher's settle step ran, which must come after the records.
+	var recordsAtAck []uint64
+	ackCh := make(chan uint64, 16)
+	settle := func(done func()) {
+		a.Settle(func() {
+			ackCh <- a.Stats().Records
+			done()
+		})
+	}
+	sink := &countSink{}
+	d := dispatch.New("noop", sink, e.js, hub.DefaultDeliveryConfig(),
+		dispatch.WithObserver(a.Observe), dispatch.WithSettle(settle), dispatch.WithEventRecorder(a.RecordEvent))
+	d.SetRoutes([]dispatch.Route{
+		{Sub: &hub.Subscription{ID: "s1", Channel: "noop", Events: []string{"order.>"}}},
+		{Sub: &hub.Subscription{ID: "s2", Channel: "noop", Events: []string{"order.>"}}},
+	})
+	if err := d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = d.Stop(sctx)
+	})
+	e.publish(t, "ord-1", "order.created", `{"n":1}`)
+	e.publish(t, "usr-1", "user.deleted", `{"n":2}`) // no subscription wants it
+	e.publish(t, "ord-2", "order.paid", `{"n":3}`)
+	for len(recordsAtAck) < 3 {
+		select {
+		case n := <-ackCh:
+			recordsAtAck = append(recordsAtAck, n)
+		case <-ctx.Done():
+			t.Fatalf("%d of 3 events acknowledged", len(recordsAtAck))
+		}
+	}
+	// Each ack came after at least its own event's records were written:
+	// the first one after at least one record.
+	if recordsAtAck[0] == 0 {
+		t.Fatalf("an event was acknowledged before any record was written")
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	events := map[string]int{}
+	delivered := map[string]int{}
+	seen := map[string]bool{}
+	for _, line := range readLines(t, cfg.File) {
+		r := decode(t, line)
+		switch r.Kind {
+		case audit.KindEvent:
+			events[r.EventID]++
+			seen[r.EventID] = true
+		case dispatch.KindDelivered:
+			if !seen[r.EventID] {
+				t.Errorf("attempt of %s recorded before its event", r.EventID)
+			}
+			delivered[r.EventID]++
+		}
+	}
+	for _, id := range []string{"ord-1", "usr-1", "ord-2"} {
+		if events[id] != 1 {
+			t.Errorf("event %s: %d event records, want 1", id, events[id])
+		}
+	}
+	if delivered["ord-1"] != 2 || delivered["ord-2"] != 2 || delivered["usr-1"] != 0 {
+		t.Errorf("delivered records %v, want 2 for each order event", delivered)
+	}
+	if got := sink.n.Load(); got != 4 {
+		t.Errorf("%d deliveries, want 4", got)
+	}
+}
+
+// Settle's step runs once the records before it are stored, and at once
+// after Close.
+func TestSettleAfterStored(t *testing.T) {
+	e := newEnv(t)
+	cfg := testConfig(t)
+	a := e.start(t, cfg)
+	a.Observe(dispatch.Outcome{Kind: dispatch.KindDelivered, At: time.Now(), Channel: "webhook", Subscription: "s1",
+		EventID: "ord-1", EventType: "order.created", DeliveryID: hub.DeliveryID("ord-1", "s1", ""), Attempt: 1})
+	done := make(chan uint64, 1)
+	a.Settle(func() { done <- a.Stats().Records })
+	select {
+	case n := <-done:
+		if n != 1 {
+			t.Fatalf("settled with %d records written, want 1", n)
+		}
+	case <-ctxT(t, 30*time.Second).Done():
+		t.Fatal("settle step never ran")
+	}
+	closeAuditor(t, a)
+	ran := false
+	a.Settle(func() { ran = true })
+	if !ran {
+		t.Fatal("a settle step after Close did not run at once")
+	}
+}
