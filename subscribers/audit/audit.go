@@ -317,10 +317,10 @@ func (a *Auditor) RecordEvent(msg jetstream.Msg, ev *hub.Event) {
 }
 
 // Observe records a delivery outcome. It is a dispatch.Observer: it does
-// no I/O, it encodes the record and queues it. When the queue is full it
-// waits up to queue_wait for room (backpressure on the dispatcher), then
-// drops the record and counts it. With wait_stored the dispatcher then
-// calls Settle before it acknowledges the message.
+// no I/O, it queues the outcome (the writer encodes it). When the queue is
+// full it waits up to queue_wait for room (backpressure on the
+// dispatcher), then drops the record and counts it. The dispatcher then
+// acknowledges the message through Settle.
 //
 // Routed outcomes are not recorded: the attempt record names the
 // subscription, recipient and delivery id, so the trail holds one record

@@ -3,7 +3,6 @@ package audit_test
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,10 +12,6 @@ import (
 	"github.com/hubproject/hub/hub/dispatch"
 	"github.com/hubproject/hub/subscribers/audit"
 )
-
-type countSink struct{ n atomic.Int64 }
-
-func (c *countSink) Send(context.Context, *hub.Delivery) error { c.n.Add(1); return nil }
 
 // The hub's wiring: a dispatcher hands the trail its events, so there is
 // no hub-audit consumer (one left by an earlier hub is removed); every
@@ -51,7 +46,7 @@ func TestEventsFromDispatcher(t *testing.T) {
 			done()
 		})
 	}
-	sink := &countSink{}
+	sink := &noop{}
 	d := dispatch.New("noop", sink, e.js, hub.DefaultDeliveryConfig(),
 		dispatch.WithObserver(a.Observe), dispatch.WithSettle(settle), dispatch.WithEventRecorder(a.RecordEvent))
 	d.SetRoutes([]dispatch.Route{
