@@ -460,28 +460,23 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	// skip decoding events no subscription of this channel wants. (An
 	// invalid envelope is dead-lettered by the channels that want it.)
 	if typ, ok := strings.CutPrefix(msg.Subject(), hub.SubjectPrefix); ok && !d.wants(typ) {
+		d.recordEvent(msg, nil)
 		d.obs(Outcome{Kind: KindUnmatched, At: d.now(), Channel: d.channel, EventType: typ})
-		d.ackRecorded(msg, nil)
+		d.ackRecorded(msg)
 		return
 	}
 	if until, held := d.heldUntil(); held {
-		if d.record != nil {
-			d.record(msg, nil)
-		}
+		d.recordEvent(msg, nil)
 		_ = msg.NakWithDelay(min(max(until.Sub(d.now()), 10*time.Millisecond), maxHold))
 		return
 	}
 	ev, err := d.decode(msg)
 	if err != nil {
-		if d.record != nil {
-			d.record(msg, nil)
-		}
+		d.recordEvent(msg, nil)
 		d.invalidEvent(ctx, msg, err)
 		return
 	}
-	if d.record != nil {
-		d.record(msg, ev)
-	}
+	d.recordEvent(msg, ev)
 	var targets []*target
 	for _, r := range *d.routes.Load() {
 		if r.Sub.Disabled || !r.Sub.Matches(ev.Type) {
@@ -502,7 +497,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	}
 	if len(targets) == 0 {
 		d.obs(Outcome{Kind: KindUnmatched, At: d.now(), Channel: d.channel, EventID: ev.ID, EventType: ev.Type})
-		d.ackRecorded(msg, ev)
+		d.ackRecorded(msg)
 		return
 	}
 	now := d.now()
@@ -551,15 +546,19 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	d.settleMsg(stopKeepAlive, d.splitFailed(ctx, msg, ev, targets, now))
 }
 
-// ackRecorded acknowledges an event the channel has nothing to do for; the
-// recorder's event record is stored first.
-func (d *Dispatcher) ackRecorded(msg jetstream.Msg, ev *hub.Event) {
+// recordEvent tells the event recorder, if this dispatcher has one, of msg.
+func (d *Dispatcher) recordEvent(msg jetstream.Msg, ev *hub.Event) {
+	if d.record != nil {
+		d.record(msg, ev)
+	}
+}
+
+// ackRecorded acknowledges an event the channel has nothing to do for:
+// at once, or, on the recorder, once its event record is stored.
+func (d *Dispatcher) ackRecorded(msg jetstream.Msg) {
 	if d.record == nil {
 		_ = msg.Ack()
 		return
-	}
-	if ev == nil {
-		d.record(msg, nil)
 	}
 	d.settleMsg(func() {}, msg.Ack)
 }

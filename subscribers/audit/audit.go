@@ -519,18 +519,19 @@ func (a *Auditor) eventItem(msg jetstream.Msg, meta *jetstream.MsgMetadata, ev *
 		r.Event = nil // nothing in it could be redacted
 		r.Error = "the stored event is not valid JSON; not recorded because redaction is configured"
 	}
-	return item{subject: EventSubject(r.EventID), body: appendBody(make([]byte, 0, len(r.Event)+256), &r)}
+	return item{subject: EventSubject(r.EventID), body: appendBody(getBody(), &r)}
 }
 
-// Record bodies are built on the dispatcher's goroutines and copied into
-// the chain by the writer; pooling them keeps the GC out of the hot path.
+// Event record bodies are built on the dispatcher's goroutines and copied
+// into the chain by the writer; pooling them keeps the GC out of the hot
+// path (a body over 4 KiB, a large event, is left to the GC).
 var bodies = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 func getBody() []byte { return (*bodies.Get().(*[]byte))[:0] }
 
 func putBody(b []byte) {
 	if cap(b) > 4<<10 {
-		return // an event record: let it go
+		return // a large event's record: let the GC have it
 	}
 	bodies.Put(&b)
 }

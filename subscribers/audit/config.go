@@ -41,12 +41,12 @@ type Config struct {
 	// (backpressure) before the record is dropped, counted, and a
 	// records_dropped record marks the gap.
 	QueueWait config.Duration `yaml:"queue_wait" validate:"gte=0"`
-	// WaitStored makes each attempt's record stored in the AUDIT stream
-	// before the dispatcher acknowledges the message (records are
-	// group-committed; the dispatcher waits after its sends, holding no
-	// send slot), so a crash cannot lose the record of a finished
-	// attempt. Off, records still queued when the process dies are lost
-	// (docs/audit.md).
+	// WaitStored makes each event's and attempt's record stored in the
+	// AUDIT stream before its message is acknowledged (records are
+	// group-committed; the dispatcher hands its ack to the trail after its
+	// sends, holding no handler or send slot), so a crash cannot lose the
+	// record of a stored event or a finished attempt. Off, records still
+	// queued when the process dies are lost (docs/audit.md).
 	WaitStored bool `yaml:"wait_stored"`
 }
 
