@@ -194,6 +194,7 @@ func (a *Auditor) Start(ctx context.Context) (err error) {
 			return err
 		}
 		a.file, a.chain = cf, rec.chain
+		cf.startSyncer(a.fileError)
 		first = a.recovered(rec)
 	}
 	if a.fromDisp {

@@ -9,16 +9,30 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 )
 
-// chainFile is the append-only JSONL file. Only the writer goroutine uses it.
+// chainFile is the append-only JSONL file. Only the writer goroutine uses
+// it; its syncer goroutine (startSyncer) fsyncs in the background.
 type chainFile struct {
 	f        *os.File
 	path     string
 	size     int64 // bytes written and known good
-	dirty    bool  // written since the last fsync
+	dirty    bool  // written since the last sync request
 	lastSync time.Time
+
+	// The syncer fsyncs up to the latest requested size, then drops the
+	// synced pages from the page cache: nothing reads the file back while
+	// the hub runs (verify reads it from disk), and a busy trail would
+	// otherwise grow the page cache by its whole size, pushing the hub's
+	// working set out. Off the writer, a slow disk delays only durability,
+	// never the records (nor, with wait_stored, the acks waiting on them).
+	syncWant   atomic.Int64
+	syncWake   chan struct{}
+	syncStop   chan struct{}
+	syncDone   chan struct{}
+	syncFailed func(error)
 }
 
 // recovery is what openChainFile found at the end of the file.
@@ -162,21 +176,75 @@ func (cf *chainFile) write(b []byte) error {
 	return nil
 }
 
-// sync fsyncs when there is something to sync.
-func (cf *chainFile) sync() error {
+// startSyncer starts the goroutine that fsyncs on requestSync; close
+// stops it. failed is called (from that goroutine) when an fsync fails.
+func (cf *chainFile) startSyncer(failed func(error)) {
+	cf.syncWake = make(chan struct{}, 1)
+	cf.syncStop = make(chan struct{})
+	cf.syncDone = make(chan struct{})
+	cf.syncFailed = failed
+	go cf.syncLoop()
+}
+
+// requestSync asks the syncer to fsync what was written so far. It does
+// not wait: a sync in progress takes the newest size when it is done.
+func (cf *chainFile) requestSync() {
 	if !cf.dirty {
-		return nil
+		return
 	}
 	cf.dirty = false
 	cf.lastSync = time.Now()
+	cf.syncWant.Store(cf.size)
+	select {
+	case cf.syncWake <- struct{}{}:
+	default: // already asked
+	}
+}
+
+func (cf *chainFile) syncLoop() {
+	defer close(cf.syncDone)
+	var dropped int64 // pages before it are synced and dropped
+	for {
+		select {
+		case <-cf.syncStop:
+			return
+		case <-cf.syncWake:
+		}
+		want := cf.syncWant.Load()
+		if err := cf.syncTo(want, dropped); err != nil {
+			cf.syncFailed(err)
+			continue
+		}
+		dropped = want - want%pageSize // the partial last page goes next time
+	}
+}
+
+var pageSize = int64(os.Getpagesize())
+
+// syncTo fsyncs the file, then drops the now clean pages of [from, to)
+// from the page cache.
+func (cf *chainFile) syncTo(to, from int64) error {
 	if err := cf.f.Sync(); err != nil {
 		return fmt.Errorf("audit file %s: fsync: %w", cf.path, err)
+	}
+	if to > from {
+		dropCache(cf.f, from, to-from)
 	}
 	return nil
 }
 
+// close stops the syncer and fsyncs what is left.
 func (cf *chainFile) close() error {
-	err := cf.sync()
+	if cf.syncStop != nil {
+		close(cf.syncStop)
+		<-cf.syncDone
+		cf.syncStop = nil
+	}
+	cf.dirty = false
+	err := cf.f.Sync()
+	if err != nil {
+		err = fmt.Errorf("audit file %s: fsync: %w", cf.path, err)
+	}
 	if cerr := cf.f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("audit file %s: %w", cf.path, cerr)
 	}

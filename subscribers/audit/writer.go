@@ -82,14 +82,13 @@ func (a *Auditor) linger(lastTake time.Time) {
 	}
 }
 
-// maybeSync fsyncs the file when fsync_interval has passed (or now).
+// maybeSync asks for an fsync of the file when fsync_interval has passed
+// (or now).
 func (a *Auditor) maybeSync(now bool) {
 	if a.file == nil || !a.file.dirty || (!now && time.Since(a.file.lastSync) < a.cfg.FsyncInterval.D()) {
 		return
 	}
-	if err := a.file.sync(); err != nil {
-		a.fileError(err)
-	}
+	a.file.requestSync()
 }
 
 func (a *Auditor) fileError(err error) {
