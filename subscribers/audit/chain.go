@@ -1,8 +1,8 @@
 package audit
 
 import (
-	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,14 +13,41 @@ import (
 // chain is the writer's position in the hash chain.
 type chain struct {
 	seq  uint64
-	prev string // hex hash of the last record; "" before the first
+	prev string // hash of the last record (canonical form); "" before the first
 }
 
-// hashMember is how every line ends: ,"hash":"<64 hex>"}.
+// Every line ends in its hash member: ,"hash":"<hash>"}. A hash is the
+// SHA-256 in unpadded base64url (43 characters); trails written before
+// 2026-11-26 hold 64 hex digits, which verify and the writer still read.
 const (
-	hashKey       = `,"hash":"`
-	hashSuffixLen = len(hashKey) + 64 + len(`"}`)
+	hashKey   = `,"hash":"`
+	b64Len    = 43
+	hexLen    = 64
+	hashClose = `"}`
 )
+
+var hashEnc = base64.RawURLEncoding
+
+// canonicalHash returns h (either form) in the form the writer writes, so
+// a prev written after an upgrade matches the hex hash before it.
+func canonicalHash(h string) string {
+	if len(h) != hexLen {
+		return h
+	}
+	sum, err := hex.DecodeString(h)
+	if err != nil {
+		return h
+	}
+	return hashEnc.EncodeToString(sum)
+}
+
+// encodeLike encodes sum in the form of h (hex or base64url).
+func encodeLike(h string, sum []byte) string {
+	if len(h) == hexLen {
+		return hex.EncodeToString(sum)
+	}
+	return hashEnc.EncodeToString(sum)
+}
 
 // seal appends one complete line (without the newline) for body to dst,
 // advancing the chain. The record's canonical bytes are the line without
@@ -49,7 +76,7 @@ func (c *chain) close(dst []byte, start int) []byte {
 	dst = dst[:len(dst)-1]
 	dst = append(dst, hashKey...)
 	at := len(dst)
-	dst = hex.AppendEncode(dst, sum[:])
+	dst = hashEnc.AppendEncode(dst, sum[:])
 	c.prev = string(dst[at:])
 	return append(dst, `"}`...)
 }
@@ -78,19 +105,21 @@ func parseLine(line []byte) (lineInfo, error) {
 	if li.Seq == nil || li.Prev == nil || li.Hash == "" {
 		return li, fmt.Errorf("%w: seq, prev or hash is missing", errNotRecord)
 	}
+	if len(li.Hash) != b64Len && len(li.Hash) != hexLen {
+		return li, fmt.Errorf("%w: the hash is not a SHA-256 in base64url (or hex)", errNotRecord)
+	}
 	n := len(line)
-	if n < hashSuffixLen+2 || string(line[n-hashSuffixLen:n-hashSuffixLen+len(hashKey)]) != hashKey ||
-		string(line[n-2:]) != `"}` || string(line[n-66:n-2]) != li.Hash {
+	suffix := len(hashKey) + len(li.Hash) + len(hashClose)
+	if n < suffix+2 || string(line[n-suffix:n-suffix+len(hashKey)]) != hashKey ||
+		string(line[n-len(hashClose):]) != hashClose || string(line[n-len(hashClose)-len(li.Hash):n-len(hashClose)]) != li.Hash {
 		return li, fmt.Errorf("%w: the hash is not the last member", errNotRecord)
 	}
-	want, err := hex.DecodeString(li.Hash)
-	if err != nil || len(want) != sha256.Size {
-		return li, fmt.Errorf("%w: the hash is not 64 hex digits", errNotRecord)
-	}
 	h := sha256.New()
-	h.Write(line[:n-hashSuffixLen])
+	h.Write(line[:n-suffix])
 	h.Write([]byte{'}'})
-	if !bytes.Equal(h.Sum(nil), want) {
+	// Compared as text: another spelling of the same digest (upper-case
+	// hex, base64 padding bits) is a changed byte too.
+	if encodeLike(li.Hash, h.Sum(nil)) != li.Hash {
 		return li, errors.New("hash mismatch: the record was changed after it was written")
 	}
 	return li, nil

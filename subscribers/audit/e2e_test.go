@@ -121,6 +121,9 @@ func TestEndToEndMixedOutcomes(t *testing.T) {
 	}
 	perSub := map[string][]string{}
 	for _, r := range tr.Timeline {
+		if r.EventType == "" {
+			t.Errorf("%s record at %s has no event_type (the trace fills it in from the event record)", r.Kind, r.At)
+		}
 		if r.Kind == audit.KindEvent {
 			continue
 		}

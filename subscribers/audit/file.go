@@ -88,7 +88,7 @@ func openChainFile(path string) (*chainFile, recovery, error) {
 		case li.Seq != nil && li.Hash != "":
 			// Continue from it even if its own hash is wrong: verify names
 			// that record, and the chain after it stays checkable.
-			rec.chain = chain{seq: *li.Seq, prev: li.Hash}
+			rec.chain = chain{seq: *li.Seq, prev: canonicalHash(li.Hash)}
 		default:
 			rec.restart = perr
 		}
@@ -101,11 +101,11 @@ func openChainFile(path string) (*chainFile, recovery, error) {
 				return fail(err)
 			}
 		}
-		if li, err := parseLine(tail); tail != nil && err == nil && rec.restart == nil && *li.Seq == rec.chain.seq+1 && *li.Prev == rec.chain.prev {
+		if li, err := parseLine(tail); tail != nil && err == nil && rec.restart == nil && *li.Seq == rec.chain.seq+1 && canonicalHash(*li.Prev) == rec.chain.prev {
 			if _, err := f.Write([]byte{'\n'}); err != nil {
 				return fail(err)
 			}
-			rec.chain = chain{seq: *li.Seq, prev: li.Hash}
+			rec.chain = chain{seq: *li.Seq, prev: canonicalHash(li.Hash)}
 			rec.completed = true
 			size++
 		} else {

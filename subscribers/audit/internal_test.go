@@ -2,8 +2,11 @@ package audit
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -345,4 +348,70 @@ func TestQueueBackpressure(t *testing.T) {
 	if <-done {
 		t.Fatal("put succeeded after close")
 	}
+}
+
+// hexLine seals body the way trails before 2026-11-26 did: hashes in hex.
+func hexLine(seq uint64, prev string, body []byte) (line []byte, hash string) {
+	line = fmt.Appendf(nil, `{"seq":%d,"prev":"%s",%s}`, seq, prev, body)
+	sum := sha256.Sum256(line)
+	hash = hex.EncodeToString(sum[:])
+	return append(line[:len(line)-1], `,"hash":"`+hash+`"}`...), hash
+}
+
+// A trail written with hex hashes is continued after an upgrade (the first
+// new record's prev is the old hash in base64url) and verifies as one
+// chain; a change in the old part is still caught at its line.
+func TestHexTrailUpgrade(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.log")
+	var old [][]byte
+	prev := ""
+	for i := 1; i <= 3; i++ {
+		r := Record{Kind: dispatch.KindDelivered, At: time.Unix(int64(i), 0), EventID: "e", Subscription: "s"}
+		var l []byte
+		l, prev = hexLine(uint64(i), prev, appendBody(nil, &r))
+		old = append(old, l)
+	}
+	writeLines(t, p, old)
+	cf, rec, err := openChainFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.chain.seq != 3 || rec.chain.prev != canonicalHash(prev) || len(rec.chain.prev) != b64Len {
+		t.Fatalf("chain %+v, want seq 3 after hex %s", rec.chain, prev)
+	}
+	c := rec.chain
+	r := Record{Kind: dispatch.KindDelivered, At: time.Unix(4, 0), EventID: "e", Subscription: "s"}
+	if err := cf.write(append(c.seal(nil, appendBody(nil, &r)), '\n')); err != nil {
+		t.Fatal(err)
+	}
+	if err := cf.close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := VerifyFile(p)
+	if err != nil || !rep.OK() || rep.Records != 4 || rep.LastHash != c.prev {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSuffix(data, []byte{'\n'}), []byte{'\n'})
+	// Upper-casing a hex digit of line 2's hash spells the same digest: it
+	// is a changed byte all the same.
+	mod := append([][]byte{}, lines...)
+	h := hexHashOf(t, lines[1])
+	mod[1] = bytes.Replace(lines[1], []byte(h), []byte(strings.ToUpper(h)), 1)
+	writeLines(t, p, mod)
+	if rep, _ := VerifyFile(p); rep.OK() || rep.Break.Line != 2 {
+		t.Fatalf("upper-cased hash: %+v", rep.Break)
+	}
+}
+
+func hexHashOf(t *testing.T, line []byte) string {
+	t.Helper()
+	li, err := parseLine(line)
+	if err != nil || len(li.Hash) != hexLen {
+		t.Fatalf("%s: %v", line, err)
+	}
+	return li.Hash
 }

@@ -131,6 +131,11 @@ func Trace(ctx context.Context, js jetstream.JetStream, eventID string, opts ...
 	tr := &EventTrace{EventID: eventID, Timeline: recs, Summary: summarize(recs), Unverified: bad}
 	if ev, ok := firstKind(recs, KindEvent); ok {
 		tr.Event = ev.Event
+		for i := range recs {
+			if recs[i].EventType == "" {
+				recs[i].EventType = ev.EventType // attempt records leave it to the event's
+			}
+		}
 	}
 	return tr, nil
 }
