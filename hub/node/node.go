@@ -38,6 +38,9 @@ type Node struct {
 	srv *embedded.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	// settleNC carries the acks the audit trail releases after each batch
+	// (dispatch.WithSettleConn); nil when the trail is off.
+	settleNC *nats.Conn
 
 	channels    map[string]hub.Channel
 	dispatchers map[string]*dispatch.Dispatcher
@@ -145,6 +148,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.audit = aud
 	n.observers = append(n.observers, aud.Observe)
 	n.settlers = append(n.settlers, aud.Settle)
+	if acfg.Enabled && acfg.WaitStored {
+		if n.settleNC, err = n.dial("hub-settle"); err != nil {
+			return err
+		}
+	}
 	n.dlq = dlq.NewStore(js, func(dl dlq.DeadLetter) {
 		n.observe(dispatch.Outcome{Kind: dispatch.KindReplayed, At: time.Now(), Channel: dl.Channel, Subscription: dl.Subscription,
 			EventID: dl.EventID, EventType: dl.EventType, DeliveryID: dl.DeliveryID, Recipient: dl.Recipient, DLQID: dl.ID})
@@ -213,13 +221,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 func (n *Node) startNATS(ctx context.Context) error {
 	c := n.cfg.NATS
 	if !c.Embedded {
-		opts := []nats.Option{nats.Name("hub"), nats.MaxReconnects(-1)}
-		if c.CredsFile != "" {
-			opts = append(opts, nats.UserCredentials(c.CredsFile))
-		}
-		nc, err := nats.Connect(c.URL, opts...)
+		nc, err := n.dial("hub")
 		if err != nil {
-			return fmt.Errorf("connect to NATS at %s: %w", config.RedactURLs(c.URL), err)
+			return err
 		}
 		n.nc = nc
 		return nil
@@ -251,12 +255,30 @@ func (n *Node) startNATS(ctx context.Context) error {
 		return err
 	}
 	n.srv = srv
-	nc, err := srv.Connect("hub")
+	nc, err := n.dial("hub")
 	if err != nil {
 		return err
 	}
 	n.nc = nc
 	return nil
+}
+
+// dial opens a connection of the hub's own: in-process to the embedded
+// server, or to nats.url.
+func (n *Node) dial(name string) (*nats.Conn, error) {
+	if n.srv != nil {
+		return n.srv.Connect(name)
+	}
+	c := n.cfg.NATS
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+	if c.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	}
+	nc, err := nats.Connect(c.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", config.RedactURLs(c.URL), err)
+	}
+	return nc, nil
 }
 
 // NATSURL is where outside NATS clients connect ("" when in-process only).
@@ -381,10 +403,13 @@ func (n *Node) shutdown(ctx context.Context) error {
 		step("audit", 10*time.Second, n.audit.Close)
 	}
 	step("observability", 5*time.Second, n.stopObservability)
-	if n.nc != nil {
-		step("nats connection", 10*time.Second, func(ctx context.Context) error {
-			return drainConn(ctx, n.nc)
-		})
+	// After the trail: its Close releases the last acks, on settleNC.
+	for _, nc := range []*nats.Conn{n.settleNC, n.nc} {
+		if nc != nil {
+			step("nats connection "+nc.Opts.Name, 10*time.Second, func(ctx context.Context) error {
+				return drainConn(ctx, nc)
+			})
+		}
 	}
 	if n.srv != nil {
 		step("embedded server", 20*time.Second, n.srv.Shutdown)
@@ -451,6 +476,9 @@ func (n *Node) startDispatchers(ctx context.Context) error {
 			dispatch.WithObserver(n.observe),
 			dispatch.WithSettle(n.settle),
 			dispatch.WithDisabler(n.disableSubscription),
+		}
+		if n.settleNC != nil {
+			opts = append(opts, dispatch.WithSettleConn(n.settleNC))
 		}
 		if name == "webhook" && n.cfg.Channels.Audit.Enabled {
 			opts = append(opts, dispatch.WithEventRecorder(n.audit.RecordEvent))

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hubproject/hub/embedded/embeddedtest"
 	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/dispatch"
 	"github.com/hubproject/hub/subscribers/audit"
@@ -48,7 +49,8 @@ func TestEventsFromDispatcher(t *testing.T) {
 	}
 	sink := &noop{}
 	d := dispatch.New("noop", sink, e.js, hub.DefaultDeliveryConfig(),
-		dispatch.WithObserver(a.Observe), dispatch.WithSettle(settle), dispatch.WithEventRecorder(a.RecordEvent))
+		dispatch.WithObserver(a.Observe), dispatch.WithSettle(settle), dispatch.WithEventRecorder(a.RecordEvent),
+		dispatch.WithSettleConn(embeddedtest.Connect(t, e.srv)))
 	d.SetRoutes([]dispatch.Route{
 		{Sub: &hub.Subscription{ID: "s1", Channel: "noop", Events: []string{"order.>"}}},
 		{Sub: &hub.Subscription{ID: "s2", Channel: "noop", Events: []string{"order.>"}}},
@@ -106,6 +108,21 @@ func TestEventsFromDispatcher(t *testing.T) {
 	}
 	if got := sink.n.Load(); got != 4 {
 		t.Errorf("%d deliveries, want 4", got)
+	}
+	// The acks went out on the settle connection, and they count.
+	for {
+		c, err := e.js.Consumer(ctx, hub.EventsStream, dispatch.EventsConsumer("noop"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info := c.CachedInfo(); info.AckFloor.Stream == 3 && info.NumAckPending == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("events not acknowledged: %+v", c.CachedInfo())
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 
