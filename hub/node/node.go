@@ -38,9 +38,11 @@ type Node struct {
 	srv *embedded.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
-	// settleNC carries the acks the audit trail releases after each batch
-	// (dispatch.WithSettleConn); nil when the trail is off.
-	settleNC *nats.Conn
+	// auditNC is the audit trail's own connection: its AUDIT publishes
+	// and the acks it releases after each batch (dispatch.WithSettleConn)
+	// stay off the connection that carries the dispatchers' pull requests
+	// and deliveries. nil when the trail is off.
+	auditNC *nats.Conn
 
 	channels    map[string]hub.Channel
 	dispatchers map[string]*dispatch.Dispatcher
@@ -137,8 +139,17 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if acfg.Replicas == 0 {
 		acfg.Replicas = n.cfg.Events.Replicas
 	}
+	ajs := js
+	if acfg.Enabled {
+		if n.auditNC, err = n.dial("hub-audit"); err != nil {
+			return err
+		}
+		if ajs, err = jetstream.New(n.auditNC); err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+	}
 	// The webhook dispatcher, which always runs, hands it the events.
-	aud, err := audit.New(acfg, js, audit.WithLogger(n.log.With().Str("component", "audit").Logger()), audit.WithDispatcherEvents())
+	aud, err := audit.New(acfg, ajs, audit.WithLogger(n.log.With().Str("component", "audit").Logger()), audit.WithDispatcherEvents())
 	if err != nil {
 		return err
 	}
@@ -148,11 +159,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.audit = aud
 	n.observers = append(n.observers, aud.Observe)
 	n.settlers = append(n.settlers, aud.Settle)
-	if acfg.Enabled && acfg.WaitStored {
-		if n.settleNC, err = n.dial("hub-settle"); err != nil {
-			return err
-		}
-	}
 	n.dlq = dlq.NewStore(js, func(dl dlq.DeadLetter) {
 		n.observe(dispatch.Outcome{Kind: dispatch.KindReplayed, At: time.Now(), Channel: dl.Channel, Subscription: dl.Subscription,
 			EventID: dl.EventID, EventType: dl.EventType, DeliveryID: dl.DeliveryID, Recipient: dl.Recipient, DLQID: dl.ID})
@@ -403,8 +409,9 @@ func (n *Node) shutdown(ctx context.Context) error {
 		step("audit", 10*time.Second, n.audit.Close)
 	}
 	step("observability", 5*time.Second, n.stopObservability)
-	// After the trail: its Close releases the last acks, on settleNC.
-	for _, nc := range []*nats.Conn{n.settleNC, n.nc} {
+	// After the trail: its Close stores the last records and releases the
+	// last acks, on auditNC.
+	for _, nc := range []*nats.Conn{n.auditNC, n.nc} {
 		if nc != nil {
 			step("nats connection "+nc.Opts.Name, 10*time.Second, func(ctx context.Context) error {
 				return drainConn(ctx, nc)
@@ -477,8 +484,8 @@ func (n *Node) startDispatchers(ctx context.Context) error {
 			dispatch.WithSettle(n.settle),
 			dispatch.WithDisabler(n.disableSubscription),
 		}
-		if n.settleNC != nil {
-			opts = append(opts, dispatch.WithSettleConn(n.settleNC))
+		if n.auditNC != nil {
+			opts = append(opts, dispatch.WithSettleConn(n.auditNC))
 		}
 		if name == "webhook" && n.cfg.Channels.Audit.Enabled {
 			opts = append(opts, dispatch.WithEventRecorder(n.audit.RecordEvent))

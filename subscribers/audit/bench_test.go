@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -65,27 +64,37 @@ func BenchmarkObserve(b *testing.B) {
 // BenchmarkFanout4 is the dispatcher benchmark of hub/dispatch (b.N
 // events pre-loaded, 4 subscriptions on one no-op channel, concurrency
 // 64) with the audit trail off and on, wired as the hub wires it: the
-// dispatcher records the events (WithEventRecorder). With it on, every
-// event also gets an event record and 4 attempt records, and the time runs
-// until all of them are stored. The other variant is the standalone Auditor,
-// reading EVENTS with a consumer of its own (audit=own_consumer).
+// dispatcher records the events (WithEventRecorder), and the trail has a
+// connection of its own for its AUDIT publishes and the acks it releases
+// (WithSettleConn). With it on, every event also gets an event record and
+// 4 attempt records, and the time runs until all of them are stored.
+// one_conn puts the trail on the dispatcher's connection; own_consumer is
+// the standalone Auditor, reading EVENTS with a consumer of its own.
 func BenchmarkFanout4(b *testing.B) {
-	b.Run("audit=off", func(b *testing.B) { benchFanout(b, nil, false) })
+	b.Run("audit=off", func(b *testing.B) { benchFanout(b, nil, fanoutWiring{}) })
 	for _, wait := range []bool{false, true} {
 		b.Run(fmt.Sprintf("audit=on/wait_stored=%v", wait), func(b *testing.B) {
-			benchFanout(b, func(c *audit.Config) { c.WaitStored = wait }, false)
+			benchFanout(b, func(c *audit.Config) { c.WaitStored = wait }, fanoutWiring{})
 		})
 	}
-	b.Run("audit=own_consumer/wait_stored=true", func(b *testing.B) {
-		benchFanout(b, func(c *audit.Config) { c.WaitStored = true }, true)
+	b.Run("audit=on/wait_stored=true/one_conn", func(b *testing.B) {
+		benchFanout(b, func(c *audit.Config) { c.WaitStored = true }, fanoutWiring{oneConn: true})
 	})
+	b.Run("audit=own_consumer/wait_stored=true", func(b *testing.B) {
+		benchFanout(b, func(c *audit.Config) { c.WaitStored = true }, fanoutWiring{ownConsumer: true})
+	})
+}
+
+type fanoutWiring struct {
+	ownConsumer bool // the trail reads EVENTS itself
+	oneConn     bool // the trail shares the dispatcher's connection
 }
 
 type noop struct{ n atomic.Int64 }
 
 func (c *noop) Send(context.Context, *hub.Delivery) error { c.n.Add(1); return nil }
 
-func benchFanout(b *testing.B, tweak func(*audit.Config), ownConsumer bool) {
+func benchFanout(b *testing.B, tweak func(*audit.Config), w fanoutWiring) {
 	e := newEnv(b)
 	js, err := jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
@@ -105,7 +114,7 @@ func benchFanout(b *testing.B, tweak func(*audit.Config), ownConsumer bool) {
 	consumers := []jetstream.ConsumerConfig{{
 		Durable: dispatch.EventsConsumer("noop"), FilterSubject: "events.>", AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
 	}}
-	if ownConsumer {
+	if w.ownConsumer {
 		consumers = append(consumers, audit.ConsumerConfig())
 	}
 	for _, cc := range consumers {
@@ -121,21 +130,25 @@ func benchFanout(b *testing.B, tweak func(*audit.Config), ownConsumer bool) {
 		cfg := testConfig(b)
 		tweak(&cfg)
 		var aopts []audit.Option
-		if !ownConsumer {
+		if !w.ownConsumer {
 			aopts = append(aopts, audit.WithDispatcherEvents())
 		}
-		if aud, err = audit.New(cfg, js, aopts...); err != nil {
+		ajs := js
+		if !w.oneConn {
+			anc := embeddedtest.Connect(b, e.srv)
+			if ajs, err = jetstream.New(anc); err != nil {
+				b.Fatal(err)
+			}
+			opts = append(opts, dispatch.WithSettleConn(anc))
+		}
+		if aud, err = audit.New(cfg, ajs, aopts...); err != nil {
 			b.Fatal(err)
 		}
 		if err := aud.Start(ctx); err != nil {
 			b.Fatal(err)
 		}
 		opts = append(opts, dispatch.WithObserver(aud.Observe), dispatch.WithSettle(aud.Settle))
-		if cfg.WaitStored && os.Getenv("HUB_BENCH_NO_SETTLE_CONN") == "" {
-			// As the hub wires it: the released acks on a connection of their own.
-			opts = append(opts, dispatch.WithSettleConn(embeddedtest.Connect(b, e.srv)))
-		}
-		if !ownConsumer {
+		if !w.ownConsumer {
 			opts = append(opts, dispatch.WithEventRecorder(aud.RecordEvent))
 		}
 	}
@@ -160,7 +173,7 @@ func benchFanout(b *testing.B, tweak func(*audit.Config), ownConsumer bool) {
 		}
 		<-time.After(time.Millisecond)
 	}
-	if ownConsumer {
+	if w.ownConsumer {
 		e.waitConsumed(b, uint64(b.N))
 	}
 	if aud != nil {
