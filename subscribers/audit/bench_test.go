@@ -68,7 +68,7 @@ func BenchmarkObserve(b *testing.B) {
 // connection of its own for its AUDIT publishes and the acks it releases
 // (WithSettleConn). With it on, every event also gets an event record and
 // 4 attempt records, and the time runs until all of them are stored.
-// one_conn puts the trail on the dispatcher's connection; own_consumer is
+// audit=one_conn puts the trail on the dispatcher's connection; own_consumer is
 // the standalone Auditor, reading EVENTS with a consumer of its own.
 func BenchmarkFanout4(b *testing.B) {
 	b.Run("audit=off", func(b *testing.B) { benchFanout(b, nil, fanoutWiring{}) })
@@ -77,7 +77,7 @@ func BenchmarkFanout4(b *testing.B) {
 			benchFanout(b, func(c *audit.Config) { c.WaitStored = wait }, fanoutWiring{})
 		})
 	}
-	b.Run("audit=on/wait_stored=true/one_conn", func(b *testing.B) {
+	b.Run("audit=one_conn/wait_stored=true", func(b *testing.B) {
 		benchFanout(b, func(c *audit.Config) { c.WaitStored = true }, fanoutWiring{oneConn: true})
 	})
 	b.Run("audit=own_consumer/wait_stored=true", func(b *testing.B) {
