@@ -28,7 +28,13 @@ type chainFile struct {
 	// otherwise grow the page cache by its whole size, pushing the hub's
 	// working set out. Off the writer, a slow disk delays only durability,
 	// never the records (nor, with wait_stored, the acks waiting on them).
-	syncWant   atomic.Int64
+	syncWant atomic.Int64
+	// Every writebackChunk appended, the syncer starts writing it back
+	// (sync_file_range), as RocksDB's bytes_per_sync does: the periodic
+	// fdatasync then finds little left and no longer stalls the disk, and
+	// the hub with it, for milliseconds five times a second.
+	wbWant     atomic.Int64 // write-back asked up to here
+	wbAsked    int64        // the writer's copy of wbWant
 	syncWake   chan struct{}
 	syncStop   chan struct{}
 	syncDone   chan struct{}
@@ -173,8 +179,18 @@ func (cf *chainFile) write(b []byte) error {
 	}
 	cf.size += int64(n)
 	cf.dirty = true
+	if cf.syncWake != nil && cf.size-cf.wbAsked >= writebackChunk {
+		cf.wbAsked = cf.size
+		cf.wbWant.Store(cf.size)
+		select {
+		case cf.syncWake <- struct{}{}:
+		default:
+		}
+	}
 	return nil
 }
+
+const writebackChunk = 1 << 20
 
 // startSyncer starts the goroutine that fsyncs on requestSync; close
 // stops it. failed is called (from that goroutine) when an fsync fails.
@@ -204,27 +220,37 @@ func (cf *chainFile) requestSync() {
 func (cf *chainFile) syncLoop() {
 	defer close(cf.syncDone)
 	var dropped int64 // pages before it are synced and dropped
+	var wb int64      // write-back started up to here
+	var synced int64  // fdatasynced up to here
 	for {
 		select {
 		case <-cf.syncStop:
 			return
 		case <-cf.syncWake:
 		}
+		if w := cf.wbWant.Load(); w > wb {
+			startWriteback(cf.f, wb, w-wb)
+			wb = w
+		}
 		want := cf.syncWant.Load()
+		if want <= synced {
+			continue // woken for write-back only
+		}
 		if err := cf.syncTo(want, dropped); err != nil {
 			cf.syncFailed(err)
 			continue
 		}
+		synced = want
 		dropped = want - want%pageSize // the partial last page goes next time
 	}
 }
 
 var pageSize = int64(os.Getpagesize())
 
-// syncTo fsyncs the file, then drops the now clean pages of [from, to)
-// from the page cache.
+// syncTo fdatasyncs the file, then drops the now clean pages of
+// [from, to) from the page cache.
 func (cf *chainFile) syncTo(to, from int64) error {
-	if err := cf.f.Sync(); err != nil {
+	if err := datasync(cf.f); err != nil {
 		return fmt.Errorf("audit file %s: fsync: %w", cf.path, err)
 	}
 	if to > from {
