@@ -6,7 +6,7 @@ CONFIG    ?= configs/hub.yaml
 FUZZTIME  ?= 5s
 PKGS      := ./...
 
-.PHONY: build run responders cluster demo test test-unit test-cluster fuzz-short fuzz bench bench-peers chaos lint fmt clean
+.PHONY: build run responders cluster demo test test-unit test-cluster fuzz-short fuzz bench bench-audit bench-peers chaos lint fmt clean
 
 build: ## build bin/hub
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/hub ./cmd/hub
@@ -47,6 +47,9 @@ fuzz: ## each fuzz target for longer (default 60s): make fuzz FUZZTIME=5m
 
 bench: ## benchmarks, benchstat-comparable output
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee bench.txt
+
+bench-audit: ## issue 6's figure: fan-out with the audit trail on vs off (about 5 min)
+	./scripts/bench-audit.sh
 
 bench-peers: ## the hub vs raw JetStream and RabbitMQ, plus scale curves; writes docs/peers.md (installs rabbitmq-server if missing)
 	./scripts/bench-peers.sh
