@@ -9,41 +9,34 @@ import (
 // dropCache tells the kernel the file's pages in [off, off+n) will not be
 // read again. Only clean (synced) pages are dropped; failing is harmless.
 func dropCache(f *os.File, off, n int64) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return
-	}
-	_ = rc.Control(func(fd uintptr) {
-		_ = unix.Fadvise(int(fd), off, n, unix.FADV_DONTNEED)
-	})
+	_ = withFd(f, func(fd int) error { return unix.Fadvise(fd, off, n, unix.FADV_DONTNEED) })
 }
 
 // startWriteback starts writing [off, off+n) to disk without waiting.
 func startWriteback(f *os.File, off, n int64) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return
-	}
-	_ = rc.Control(func(fd uintptr) {
-		_ = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE)
-	})
+	_ = withFd(f, func(fd int) error { return unix.SyncFileRange(fd, off, n, unix.SYNC_FILE_RANGE_WRITE) })
 }
 
 // datasync is fdatasync: the data and the size, not the times.
 func datasync(f *os.File) error {
+	return withFd(f, func(fd int) error {
+		for {
+			if err := unix.Fdatasync(fd); err != unix.EINTR {
+				return err
+			}
+		}
+	})
+}
+
+// withFd runs call on f's descriptor (kept open meanwhile).
+func withFd(f *os.File, call func(fd int) error) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			if serr = unix.Fdatasync(int(fd)); serr != unix.EINTR {
-				return
-			}
-		}
-	}); err != nil {
+	var callErr error
+	if err := rc.Control(func(fd uintptr) { callErr = call(int(fd)) }); err != nil {
 		return err
 	}
-	return serr
+	return callErr
 }

@@ -4,7 +4,9 @@ package audit
 
 import "os"
 
-// dropCache is a no-op where posix_fadvise is not wired up.
+// Elsewhere the file is fsynced, and the page cache and write-back are
+// left to the system.
+
 func dropCache(*os.File, int64, int64) {}
 
 func startWriteback(*os.File, int64, int64) {}
