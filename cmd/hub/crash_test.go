@@ -67,6 +67,72 @@ func (r *receiver) waitFor(ctx context.Context, cond func(distinct, total int) b
 	}
 }
 
+// crashConfig is a hub with two webhook subscriptions to rcvURL (/crm
+// for every event, /billing for order.>); trail, when set, turns the
+// audit trail on with that file and shortens ack_wait so the killed hub's
+// unacknowledged events come back soon.
+func crashConfig(t *testing.T, store, rcvURL, trail string) string {
+	t.Helper()
+	secret := webhook.GenerateSecret()
+	var ackWait, trailCfg string
+	if trail != "" {
+		ackWait = "  ack_wait: 2s\n"
+		trailCfg = fmt.Sprintf("  audit: {enabled: true, file: %q}\n", trail)
+	}
+	return writeConfig(t, baseConfig(store)+fmt.Sprintf(`
+delivery:
+  backoff: [100ms, 200ms, 500ms]
+  concurrency: {webhook: 32}
+%schannels:
+  webhook: {allow_cidrs: [127.0.0.0/8]}
+%ssubscriptions:
+  - {id: crm, channel: webhook, events: [">"], url: %q, secret: %q}
+  - {id: billing, channel: webhook, events: ["order.>"], url: %q, secret: %q}
+`, ackWait, trailCfg, rcvURL+"/crm", secret, rcvURL+"/billing", secret))
+}
+
+// publishOrders publishes n order.created events, ids prefix-00000 on.
+func publishOrders(ctx context.Context, t *testing.T, url, prefix string, n int) {
+	t.Helper()
+	pub, err := publisher.New(dialNATS(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if _, err := pub.PublishAsync(publisher.Event{Type: "order.created", ID: fmt.Sprintf("%s-%05d", prefix, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// crashAndRestart starts the hub, publishes n events, SIGKILLs it once the
+// receiver has had killAt requests, and starts it again on the same store
+// until the receiver has want distinct deliveries. atKill is how many it
+// had at the kill.
+func crashAndRestart(ctx context.Context, t *testing.T, cfg string, rcv *receiver, prefix string, n, killAt, want int) (p *hubProc, atKill int) {
+	t.Helper()
+	p = startHub(t, cfg)
+	publishOrders(ctx, t, p.natsURL, prefix, n)
+	if err := rcv.waitFor(ctx, func(_, total int) bool { return total >= killAt }); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	rcv.mu.Lock()
+	atKill = len(rcv.counts)
+	rcv.mu.Unlock()
+	p = startHub(t, cfg)
+	if err := rcv.waitFor(ctx, func(distinct, _ int) bool { return distinct >= want }); err != nil {
+		t.Fatalf("after restart: %v\n%s", err, p.logs)
+	}
+	return p, atKill
+}
+
 // TestCrashDuringDelivery: SIGKILL the hub while it delivers 10,000 events
 // to two webhook subscriptions, restart it on the same store, and check
 // every (event, subscription) pair arrives at least once.
@@ -75,55 +141,11 @@ func TestCrashDuringDelivery(t *testing.T) {
 	rcv := newReceiver()
 	srv := httptest.NewServer(rcv)
 	defer srv.Close()
-	secret := webhook.GenerateSecret()
-	store := t.TempDir()
-	cfg := writeConfig(t, baseConfig(store)+fmt.Sprintf(`
-delivery:
-  backoff: [100ms, 200ms, 500ms]
-  concurrency: {webhook: 32}
-channels:
-  webhook: {allow_cidrs: [127.0.0.0/8]}
-subscriptions:
-  - {id: crm, channel: webhook, events: [">"], url: %q, secret: %q}
-  - {id: billing, channel: webhook, events: ["order.>"], url: %q, secret: %q}
-`, srv.URL+"/crm", secret, srv.URL+"/billing", secret))
+	cfg := crashConfig(t, t.TempDir(), srv.URL, "")
 
-	p := startHub(t, cfg)
-	nc, err := nats.Connect(p.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := publisher.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	for i := 0; i < events; i++ {
-		if _, err := pub.PublishAsync(publisher.Event{Type: "order.created", ID: fmt.Sprintf("crash-%05d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := pub.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	nc.Close()
-	// Kill it mid-delivery.
-	if err := rcv.waitFor(ctx, func(_, total int) bool { return total >= events/4 }); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-p.done
-	rcv.mu.Lock()
-	atKill := len(rcv.counts)
-	rcv.mu.Unlock()
-
-	p = startHub(t, cfg)
-	if err := rcv.waitFor(ctx, func(distinct, _ int) bool { return distinct >= events*subs }); err != nil {
-		t.Fatalf("after restart: %v\n%s", err, p.logs)
-	}
+	p, atKill := crashAndRestart(ctx, t, cfg, rcv, "crash", events, events/4, events*subs)
 	p.stop(t)
 	rcv.mu.Lock()
 	defer rcv.mu.Unlock()
@@ -151,57 +173,13 @@ func TestCrashWithAuditTrail(t *testing.T) {
 	rcv := newReceiver()
 	srv := httptest.NewServer(rcv)
 	defer srv.Close()
-	secret := webhook.GenerateSecret()
 	dir := t.TempDir()
 	trail := filepath.Join(dir, "audit.log")
-	cfg := writeConfig(t, baseConfig(filepath.Join(dir, "js"))+fmt.Sprintf(`
-delivery:
-  backoff: [100ms, 200ms, 500ms]
-  concurrency: {webhook: 32}
-  ack_wait: 2s
-channels:
-  webhook: {allow_cidrs: [127.0.0.0/8]}
-  audit: {enabled: true, file: %q}
-subscriptions:
-  - {id: crm, channel: webhook, events: [">"], url: %q, secret: %q}
-  - {id: billing, channel: webhook, events: ["order.>"], url: %q, secret: %q}
-`, trail, srv.URL+"/crm", secret, srv.URL+"/billing", secret))
+	cfg := crashConfig(t, filepath.Join(dir, "js"), srv.URL, trail)
 
-	p := startHub(t, cfg)
-	nc, err := nats.Connect(p.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := publisher.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	for i := 0; i < events; i++ {
-		if _, err := pub.PublishAsync(publisher.Event{Type: "order.created", ID: fmt.Sprintf("acrash-%05d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := pub.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	nc.Close()
-	if err := rcv.waitFor(ctx, func(_, total int) bool { return total >= events*subs/3 }); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-p.done
-	rcv.mu.Lock()
-	atKill := len(rcv.counts)
-	rcv.mu.Unlock()
-
-	p = startHub(t, cfg)
-	if err := rcv.waitFor(ctx, func(distinct, _ int) bool { return distinct >= events*subs }); err != nil {
-		t.Fatalf("after restart: %v\n%s", err, p.logs)
-	}
+	p, atKill := crashAndRestart(ctx, t, cfg, rcv, "acrash", events, events*subs/3, events*subs)
 	// Every event and retry settled: the killed hub's unacknowledged
 	// events came back after ack_wait and were attempted again.
 	waitAllAcked(ctx, t, p.natsURL, events)
@@ -254,12 +232,7 @@ subscriptions:
 // can be deferred into DELIVERIES).
 func waitAllAcked(ctx context.Context, t *testing.T, url string, n int) {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(dialNATS(t, url))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,4 +259,15 @@ func waitAllAcked(ctx context.Context, t *testing.T, url string, n int) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// dialNATS connects to url; the connection closes when the test ends.
+func dialNATS(t *testing.T, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
