@@ -142,7 +142,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	ajs := js
 	if acfg.Enabled {
 		if n.auditNC, err = n.dial("hub-audit"); err != nil {
-			return err
+			return fmt.Errorf("audit trail connection: %w", err)
 		}
 		if ajs, err = jetstream.New(n.auditNC); err != nil {
 			return fmt.Errorf("jetstream: %w", err)
