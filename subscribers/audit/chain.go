@@ -12,9 +12,21 @@ import (
 
 // chain is the writer's position in the hash chain.
 type chain struct {
-	seq  uint64
-	prev string // hash of the last record (canonical form); "" before the first
+	seq uint64
+	// prev is the hash of the last record (canonical form), empty before
+	// the first; kept in place so sealing a record allocates nothing.
+	prev    [hexLen]byte
+	prevLen int
 }
+
+func newChain(seq uint64, prev string) chain {
+	c := chain{seq: seq}
+	c.prevLen = copy(c.prev[:], prev)
+	return c
+}
+
+func (c *chain) prevBytes() []byte  { return c.prev[:c.prevLen] }
+func (c *chain) prevString() string { return string(c.prevBytes()) }
 
 // Every line ends in its hash member: ,"hash":"<hash>"}. A hash is the
 // SHA-256 in unpadded base64url (43 characters); trails written before
@@ -66,7 +78,7 @@ func (c *chain) open(dst []byte) ([]byte, int) {
 	dst = append(dst, `{"seq":`...)
 	dst = strconv.AppendUint(dst, c.seq, 10)
 	dst = append(dst, `,"prev":"`...)
-	dst = append(dst, c.prev...)
+	dst = append(dst, c.prevBytes()...)
 	return append(dst, `",`...), start
 }
 
@@ -77,7 +89,7 @@ func (c *chain) close(dst []byte, start int) []byte {
 	dst = append(dst, hashKey...)
 	at := len(dst)
 	dst = hashEnc.AppendEncode(dst, sum[:])
-	c.prev = string(dst[at:])
+	c.prevLen = copy(c.prev[:], dst[at:])
 	return append(dst, `"}`...)
 }
 

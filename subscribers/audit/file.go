@@ -94,7 +94,7 @@ func openChainFile(path string) (*chainFile, recovery, error) {
 		case li.Seq != nil && li.Hash != "":
 			// Continue from it even if its own hash is wrong: verify names
 			// that record, and the chain after it stays checkable.
-			rec.chain = chain{seq: *li.Seq, prev: canonicalHash(li.Hash)}
+			rec.chain = newChain(*li.Seq, canonicalHash(li.Hash))
 		default:
 			rec.restart = perr
 		}
@@ -107,11 +107,11 @@ func openChainFile(path string) (*chainFile, recovery, error) {
 				return fail(err)
 			}
 		}
-		if li, err := parseLine(tail); tail != nil && err == nil && rec.restart == nil && *li.Seq == rec.chain.seq+1 && canonicalHash(*li.Prev) == rec.chain.prev {
+		if li, err := parseLine(tail); tail != nil && err == nil && rec.restart == nil && *li.Seq == rec.chain.seq+1 && canonicalHash(*li.Prev) == string(rec.chain.prevBytes()) {
 			if _, err := f.Write([]byte{'\n'}); err != nil {
 				return fail(err)
 			}
-			rec.chain = chain{seq: *li.Seq, prev: canonicalHash(li.Hash)}
+			rec.chain = newChain(*li.Seq, canonicalHash(li.Hash))
 			rec.completed = true
 			size++
 		} else {

@@ -3,10 +3,13 @@ package audit
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -32,6 +35,46 @@ func TestAppendStringIsJSON(t *testing.T) {
 		want := strings.ToValidUTF8(s, "\uFFFD")
 		if back != want {
 			t.Fatalf("round trip %q -> %q", want, back)
+		}
+	}
+}
+
+// plain8 must agree with the byte table for every byte at every position
+// (the fast path of appendString).
+func TestPlain8(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for pos := 0; pos < 8; pos++ {
+			w := []byte("abcdefgh")
+			w[pos] = byte(c)
+			if got := plain8(binary.LittleEndian.Uint64(w)); got != plain[c] {
+				t.Fatalf("byte %#x at %d: plain8 %v, table %v", c, pos, got, plain[c])
+			}
+		}
+	}
+}
+
+// appendTime and appendMillis are fast forms of AppendFormat(RFC3339Nano)
+// and AppendFloat('f', -1): the bytes must be the same.
+func TestFastFormatsMatchStandard(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	times := []time.Time{{}, time.Unix(0, 0), time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC),
+		time.Date(2026, 1, 2, 3, 4, 5, 100, time.FixedZone("x", 3600)), time.Date(12000, 1, 1, 0, 0, 0, 5, time.UTC),
+		time.Date(-5, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(999, 12, 31, 23, 59, 59, 999999999, time.UTC)}
+	for range 100000 {
+		times = append(times, time.Unix(rng.Int64N(1<<35), rng.Int64N(1e9)), time.Unix(rng.Int64N(1<<35), rng.Int64N(1e3)*1e6))
+	}
+	for _, tm := range times {
+		if got, want := string(appendTime(nil, tm)), tm.UTC().Format(time.RFC3339Nano); got != want {
+			t.Fatalf("%v: %s, want %s", tm, got, want)
+		}
+	}
+	ms := []float64{0.001, 0.01, 0.1, 1, 1.5, 999.999, 1234567.891, 1e-7, 0.0005, 2.5e300, -3.25, math.Inf(1), float64(1<<53) / 1000}
+	for range 100000 {
+		ms = append(ms, float64(rng.Int64N(1e12))/1000, float64(rng.Int64N(1e6))/1000, rng.Float64()*100)
+	}
+	for _, v := range ms {
+		if got, want := string(appendMillis(nil, v)), strconv.FormatFloat(v, 'f', -1, 64); got != want {
+			t.Fatalf("%v: %s, want %s", v, got, want)
 		}
 	}
 }
@@ -72,7 +115,7 @@ func TestBodyRoundTrip(t *testing.T) {
 	}
 	if back.Seq != 1 || back.Prev != "" || back.Kind != "failed" || !back.At.Equal(at) || back.EventID != "a.b.*" ||
 		back.Attempt != 2 || back.LatencyMS != 1.5 || back.RetryInMS != 300000 || back.Status != 503 ||
-		back.Error != "503 Service Unavailable" || back.Response != "busy\n" || back.Hash != c.prev {
+		back.Error != "503 Service Unavailable" || back.Response != "busy\n" || back.Hash != c.prevString() {
 		t.Fatalf("round trip: %+v", back)
 	}
 	if _, err := parseLine(line); err != nil {
@@ -161,7 +204,7 @@ func TestOpenChainFileRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cf.close()
-		if rec.chain.seq != 0 || rec.chain.prev != "" || rec.tornBytes != 0 || rec.restart != nil {
+		if rec.chain.seq != 0 || rec.chain.prevString() != "" || rec.tornBytes != 0 || rec.restart != nil {
 			t.Fatalf("%+v", rec)
 		}
 	})
@@ -174,7 +217,7 @@ func TestOpenChainFileRecovery(t *testing.T) {
 		}
 		defer cf.close()
 		li, _ := parseLine(lines[2])
-		if rec.chain.seq != 3 || rec.chain.prev != li.Hash || rec.tornBytes != 0 {
+		if rec.chain.seq != 3 || rec.chain.prevString() != li.Hash || rec.tornBytes != 0 {
 			t.Fatalf("%+v", rec)
 		}
 	})
@@ -208,7 +251,7 @@ func TestOpenChainFileRecovery(t *testing.T) {
 		}
 		defer cf.close()
 		li, _ := parseLine(lines[2])
-		if !rec.completed || rec.tornBytes != 0 || rec.chain.seq != 3 || rec.chain.prev != li.Hash {
+		if !rec.completed || rec.tornBytes != 0 || rec.chain.seq != 3 || rec.chain.prevString() != li.Hash {
 			t.Fatalf("%+v", rec)
 		}
 		if got, _ := os.ReadFile(p); !bytes.Equal(got, all) {
@@ -256,7 +299,7 @@ func TestOpenChainFileRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cf.close()
-		if rec.chain.seq != 3 || rec.chain.prev != c.prev || rec.tornBytes != 4 {
+		if rec.chain.seq != 3 || rec.chain.prevString() != c.prevString() || rec.tornBytes != 4 {
 			t.Fatalf("%+v", rec)
 		}
 	})
@@ -378,7 +421,7 @@ func TestHexTrailUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.chain.seq != 3 || rec.chain.prev != canonicalHash(prev) || len(rec.chain.prev) != b64Len {
+	if rec.chain.seq != 3 || rec.chain.prevString() != canonicalHash(prev) || len(rec.chain.prevString()) != b64Len {
 		t.Fatalf("chain %+v, want seq 3 after hex %s", rec.chain, prev)
 	}
 	c := rec.chain
@@ -390,7 +433,7 @@ func TestHexTrailUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep, err := VerifyFile(p)
-	if err != nil || !rep.OK() || rep.Records != 4 || rep.LastHash != c.prev {
+	if err != nil || !rep.OK() || rep.Records != 4 || rep.LastHash != c.prevString() {
 		t.Fatalf("%+v %v", rep, err)
 	}
 	data, err := os.ReadFile(p)
@@ -450,5 +493,24 @@ func TestSyncerKeepsFileWhole(t *testing.T) {
 	rep, err := VerifyFile(p)
 	if err != nil || !rep.OK() || rep.Records != n || failed.Load() != 0 {
 		t.Fatalf("%+v %v (%d records written, %d sync failures)", rep, err, n, failed.Load())
+	}
+}
+
+// BenchmarkSealOutcome is the writer's CPU per attempt record: encode an
+// outcome and seal it into the chain (no I/O).
+func BenchmarkSealOutcome(b *testing.B) {
+	o := dispatch.Outcome{Kind: dispatch.KindDelivered, At: time.Now(), Channel: "webhook", Subscription: "crm",
+		EventID: "e-123456", DeliveryID: "dlv_abcdefghijklmnopqrstuvwxyz", Attempt: 1, Duration: 1234 * time.Microsecond}
+	c := newChain(0, strings.Repeat("a", b64Len))
+	buf := make([]byte, 0, 1<<20)
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(buf) > 1<<19 {
+			buf = buf[:0]
+		}
+		r := recordFromOutcome(o)
+		var start int
+		buf, start = c.open(buf)
+		buf = c.close(appendBody(buf, &r), start)
 	}
 }

@@ -1,7 +1,9 @@
 package audit
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -109,7 +111,7 @@ func appendBody(b []byte, r *Record) []byte {
 	b = append(b, `"kind":`...)
 	b = appendString(b, r.Kind)
 	b = append(b, `,"at":"`...)
-	b = r.At.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = appendTime(b, r.At)
 	b = append(b, '"')
 	str := func(name, v string) {
 		if v != "" {
@@ -145,7 +147,7 @@ func appendBody(b []byte, r *Record) []byte {
 	num("status", int64(r.Status))
 	if r.LatencyMS != 0 {
 		b = append(b, `,"latency_ms":`...)
-		b = strconv.AppendFloat(b, r.LatencyMS, 'f', -1, 64)
+		b = appendMillis(b, r.LatencyMS)
 	}
 	if r.Permanent {
 		b = append(b, `,"permanent":true`...)
@@ -174,6 +176,32 @@ func appendBody(b []byte, r *Record) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// plain holds the bytes appendString copies as they are: printable
+// ASCII but '"' and '\\'.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// plain8 reports whether all eight bytes of x are plain: none is a control
+// character, '"', '\\' or non-ASCII (the bit tricks of "Bit Twiddling
+// Hacks": haszero, hasless).
+func plain8(x uint64) bool {
+	quote := x ^ (ones * '"')
+	backslash := x ^ (ones * '\\')
+	special := (x - ones*0x20) &^ x
+	special |= (quote - ones) &^ quote
+	special |= (backslash - ones) &^ backslash
+	return (special|x)&highs == 0
+}
+
 // appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
 // control characters (and U+2028/2029) are escaped, so a line never
 // contains a raw newline.
@@ -181,12 +209,19 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Eight plain bytes at a time (most of a record's strings are).
+		for i+8 <= len(s) && plain8(binary.LittleEndian.Uint64([]byte(s[i:i+8]))) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		c := s[i]
+		if plain[c] {
+			i++
+			continue
+		}
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
 			b = append(b, s[start:i]...)
 			switch c {
 			case '"', '\\':
@@ -258,4 +293,56 @@ func EventSubject(eventID string) string {
 		h *= 16777619
 	}
 	return bucketSubjects[h&0xf]
+}
+
+// appendTime appends t in UTC as time.RFC3339Nano does, about three times
+// faster (it runs for every record); years outside 0-9999 go the slow way.
+func appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, time.RFC3339Nano)
+	}
+	hour, minute, sec := t.Clock()
+	b = append(b, byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+int(month)/10), byte('0'+int(month)%10), '-', byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':', byte('0'+minute/10), byte('0'+minute%10), ':',
+		byte('0'+sec/10), byte('0'+sec%10))
+	if ns := t.Nanosecond(); ns != 0 {
+		b = appendFraction(b, uint64(ns), 9)
+	}
+	return append(b, 'Z')
+}
+
+// appendFraction appends '.' and v as a fraction of digits digits, without
+// trailing zeros (v > 0).
+func appendFraction(b []byte, v uint64, digits int) []byte {
+	for v%10 == 0 {
+		v /= 10
+		digits--
+	}
+	var buf [20]byte
+	i := len(buf)
+	for ; digits > 0; digits-- {
+		i--
+		buf[i] = byte('0' + v%10)
+		v /= 10
+	}
+	b = append(b, '.')
+	return append(b, buf[i:]...)
+}
+
+// appendMillis appends ms as strconv.AppendFloat(b, ms, 'f', -1, 64)
+// does. A latency is whole microseconds, so it is written from the
+// integer; anything else goes through AppendFloat.
+func appendMillis(b []byte, ms float64) []byte {
+	us := int64(math.Round(ms * 1000))
+	if us <= 0 || us >= 1<<53 || float64(us)/1000 != ms {
+		return strconv.AppendFloat(b, ms, 'f', -1, 64)
+	}
+	b = strconv.AppendInt(b, us/1000, 10)
+	if frac := us % 1000; frac != 0 {
+		b = appendFraction(b, uint64(frac), 3)
+	}
+	return b
 }

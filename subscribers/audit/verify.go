@@ -119,14 +119,14 @@ func VerifyFile(path string) (Report, error) {
 			return brk(fmt.Sprintf("seq out of order: expected %d after %d", prev.seq+1, prev.seq))
 		case first && *li.Prev != "":
 			return brk("prev mismatch: the first record of a file must have an empty prev")
-		case canonicalHash(*li.Prev) != prev.prev:
+		case canonicalHash(*li.Prev) != string(prev.prevBytes()):
 			return brk(fmt.Sprintf("prev mismatch: does not chain to line %d (seq %d)", lineNo-1, prev.seq))
 		}
 		if first {
 			rep.FirstSeq = seq
 		}
 		first = false
-		prev = chain{seq: seq, prev: canonicalHash(li.Hash)}
+		prev = newChain(seq, canonicalHash(li.Hash))
 		rep.Records++
 		rep.LastSeq, rep.LastHash = seq, li.Hash
 		if li.Kind == KindChainRepaired {
