@@ -91,9 +91,10 @@ func openChainFile(path string) (*chainFile, recovery, error) {
 	if last != nil {
 		li, perr := parseLine(last)
 		switch {
-		case li.Seq != nil && li.Hash != "":
+		case li.Seq != nil && (len(li.Hash) == b64Len || len(li.Hash) == hexLen):
 			// Continue from it even if its own hash is wrong: verify names
-			// that record, and the chain after it stays checkable.
+			// that record, and the chain after it stays checkable. (A hash
+			// that is not a SHA-256 at all cannot be chained to.)
 			rec.chain = newChain(*li.Seq, canonicalHash(li.Hash))
 		default:
 			rec.restart = perr

@@ -285,6 +285,20 @@ func TestOpenChainFileRecovery(t *testing.T) {
 			t.Fatalf("%+v", rec)
 		}
 	})
+	t.Run("a last hash that is no SHA-256 restarts", func(t *testing.T) {
+		p := filepath.Join(dir, "longhash.log")
+		lines := writeChain(t, p, 2)
+		bad := bytes.Replace(lines[1], []byte(`"hash":"`), []byte(`"hash":"`+strings.Repeat("A", 40)), 1)
+		os.WriteFile(p, append(append(append(lines[0], '\n'), bad...), '\n'), 0o600)
+		cf, rec, err := openChainFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cf.close()
+		if rec.restart == nil || rec.chain.seq != 0 {
+			t.Fatalf("%+v", rec)
+		}
+	})
 	t.Run("long lines across chunks", func(t *testing.T) {
 		p := filepath.Join(dir, "long.log")
 		var c chain
