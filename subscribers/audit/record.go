@@ -295,8 +295,9 @@ func EventSubject(eventID string) string {
 	return bucketSubjects[h&0xf]
 }
 
-// appendTime appends t in UTC as time.RFC3339Nano does, about three times
-// faster (it runs for every record); years outside 0-9999 go the slow way.
+// appendTime appends t in UTC as time.RFC3339Nano does, without the
+// layout interpreter (it runs for every record); years outside 0-9999 go
+// through AppendFormat.
 func appendTime(b []byte, t time.Time) []byte {
 	t = t.UTC()
 	year, month, day := t.Date()
@@ -314,8 +315,8 @@ func appendTime(b []byte, t time.Time) []byte {
 	return append(b, 'Z')
 }
 
-// appendFraction appends '.' and v as a fraction of digits digits, without
-// trailing zeros (v > 0).
+// appendFraction appends '.' and the digits-digit fraction v (v > 0),
+// without trailing zeros: 123000000, 9 gives ".123".
 func appendFraction(b []byte, v uint64, digits int) []byte {
 	for v%10 == 0 {
 		v /= 10
