@@ -270,35 +270,30 @@ func TestOpenChainFileRecovery(t *testing.T) {
 			t.Fatalf("%+v", rec)
 		}
 	})
-	t.Run("unreadable last line restarts", func(t *testing.T) {
-		p := filepath.Join(dir, "garbage.log")
-		writeChain(t, p, 2)
-		f, _ := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
-		f.Write([]byte("\x00\x00\x00\n"))
-		f.Close()
-		cf, rec, err := openChainFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cf.close()
-		if rec.restart == nil || rec.chain.seq != 0 {
-			t.Fatalf("%+v", rec)
-		}
-	})
-	t.Run("a last hash that is no SHA-256 restarts", func(t *testing.T) {
-		p := filepath.Join(dir, "longhash.log")
-		lines := writeChain(t, p, 2)
-		bad := bytes.Replace(lines[1], []byte(`"hash":"`), []byte(`"hash":"`+strings.Repeat("A", 40)), 1)
-		os.WriteFile(p, append(append(append(lines[0], '\n'), bad...), '\n'), 0o600)
-		cf, rec, err := openChainFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cf.close()
-		if rec.restart == nil || rec.chain.seq != 0 {
-			t.Fatalf("%+v", rec)
-		}
-	})
+	// A last line that cannot be chained to starts a new chain: garbage,
+	// or a hash that is not a SHA-256 at all.
+	for name, corrupt := range map[string]func(lines [][]byte) []byte{
+		"unreadable last line restarts": func(lines [][]byte) []byte {
+			return append(append(append(lines[0], '\n'), lines[1]...), "\n\x00\x00\x00\n"...)
+		},
+		"a last hash that is no SHA-256 restarts": func(lines [][]byte) []byte {
+			bad := bytes.Replace(lines[1], []byte(`"hash":"`), []byte(`"hash":"`+strings.Repeat("A", 40)), 1)
+			return append(append(append(lines[0], '\n'), bad...), '\n')
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "a.log")
+			os.WriteFile(p, corrupt(writeChain(t, p, 2)), 0o600)
+			cf, rec, err := openChainFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cf.close()
+			if rec.restart == nil || rec.chain.seq != 0 {
+				t.Fatalf("%+v", rec)
+			}
+		})
+	}
 	t.Run("long lines across chunks", func(t *testing.T) {
 		p := filepath.Join(dir, "long.log")
 		var c chain
