@@ -304,15 +304,18 @@ func (a *Auditor) RecordEvent(msg jetstream.Msg, ev *hub.Event) {
 	if !a.cfg.Enabled || a.recorded == nil {
 		return
 	}
-	meta, err := msg.Metadata()
-	if err != nil {
-		return // not from a consumer: nothing to record
+	seq, at, ok := ackMetadata(msg.Reply())
+	if !ok {
+		meta, err := msg.Metadata()
+		if err != nil {
+			return // not from a consumer: nothing to record
+		}
+		seq, at = meta.Sequence.Stream, meta.Timestamp
 	}
-	seq := meta.Sequence.Stream
 	if a.recorded.has(seq) {
 		return
 	}
-	if _, ok := a.q.put(a.eventItem(msg, meta, ev), -1, a.stop); ok {
+	if _, ok := a.q.put(a.eventItem(msg, seq, at, ev), -1, a.stop); ok {
 		a.recorded.add(seq)
 	}
 }
@@ -462,23 +465,23 @@ func (a *Auditor) consumeLoop() {
 		}
 		// No drops for events: wait for room. If the hub is stopping the
 		// message stays unacknowledged and comes back after a restart.
-		it := a.eventItem(msg, nil, nil)
+		var seq uint64
+		at := a.now()
+		if meta, err := msg.Metadata(); err == nil {
+			seq, at = meta.Sequence.Stream, meta.Timestamp
+		}
+		it := a.eventItem(msg, seq, at, nil)
 		it.ack = msg
 		_, _ = a.q.put(it, -1, a.stop)
 	}
 }
 
-// eventItem builds the event record of an EVENTS message (meta and ev
-// when the caller has them). The id follows the dispatcher's rule for
-// envelopes without one, so outcome records and the event record agree.
-func (a *Auditor) eventItem(msg jetstream.Msg, meta *jetstream.MsgMetadata, ev *hub.Event) item {
-	r := Record{Kind: KindEvent, At: a.now()}
-	if meta == nil {
-		meta, _ = msg.Metadata()
-	}
-	if meta != nil {
-		r.At, r.StreamSeq = meta.Timestamp, meta.Sequence.Stream
-	}
+// eventItem builds the event record of an EVENTS message (stream
+// sequence seq, stored at at; ev when the caller decoded it). The id
+// follows the dispatcher's rule for envelopes without one, so outcome
+// records and the event record agree.
+func (a *Auditor) eventItem(msg jetstream.Msg, seq uint64, at time.Time, ev *hub.Event) item {
+	r := Record{Kind: KindEvent, At: at, StreamSeq: seq}
 	data := msg.Data()
 	isJSON := true // a decoded event is
 	if ev != nil {
@@ -504,10 +507,14 @@ func (a *Auditor) eventItem(msg jetstream.Msg, meta *jetstream.MsgMetadata, ev *
 	if r.EventType == "" {
 		r.EventType = msg.Subject()[len(hub.SubjectPrefix):]
 	}
+	subject := EventSubject(r.EventID)
 	var ok bool
 	switch {
 	case isJSON && len(a.redact.paths) == 0 && !bytes.ContainsAny(data, "\r\n"):
-		r.Event, ok = data, true // valid, and already one line
+		// Valid and already one line, the usual case: the writer encodes
+		// the record around it, with no copy or buffer on this goroutine.
+		return item{subject: subject, event: data, seq: seq,
+			out: dispatch.Outcome{Kind: KindEvent, At: r.At, EventID: r.EventID, EventType: r.EventType}}
 	case isJSON:
 		r.Event, ok = a.redact.event(data)
 	}
@@ -520,7 +527,7 @@ func (a *Auditor) eventItem(msg jetstream.Msg, meta *jetstream.MsgMetadata, ev *
 		r.Event = nil // nothing in it could be redacted
 		r.Error = "the stored event is not valid JSON; not recorded because redaction is configured"
 	}
-	return item{subject: EventSubject(r.EventID), body: appendBody(getBody(), &r)}
+	return item{subject: subject, body: appendBody(getBody(), &r)}
 }
 
 // Event record bodies are built on the dispatcher's goroutines and copied

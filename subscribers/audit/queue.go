@@ -10,13 +10,15 @@ import (
 )
 
 // item is one record waiting for the writer: encoded members (body), or
-// an outcome the writer encodes (Observe: the encoding, redaction and
-// subject run on the writer, off the dispatchers' short-lived send
+// an outcome or event the writer encodes (Observe: the encoding, redaction
+// and subject run on the writer, off the dispatchers' short-lived send
 // goroutines, whose stacks would grow for it).
 type item struct {
 	subject string
 	body    []byte           // the record's members, see appendBody; nil: out
-	out     dispatch.Outcome // the record when body is nil
+	out     dispatch.Outcome // the record when body is nil (Kind KindEvent: an event record)
+	event   []byte           // an event record's event: compact JSON, one line
+	seq     uint64           // an event record's EVENTS sequence
 	ack     jetstream.Msg    // EVENTS message to acknowledge once stored, or nil
 }
 

@@ -127,10 +127,17 @@ func (a *Auditor) writeChunk(chunk []item) {
 	for i := range chunk {
 		it := &chunk[i]
 		off := len(buf)
-		if it.body != nil {
+		switch {
+		case it.body != nil:
 			buf = a.chain.seal(buf, it.body)
 			putBody(it.body)
-		} else {
+		case it.out.Kind == KindEvent:
+			r := Record{Kind: KindEvent, At: it.out.At, EventID: it.out.EventID, EventType: it.out.EventType,
+				StreamSeq: it.seq, Event: it.event}
+			var start int
+			buf, start = a.chain.open(buf)
+			buf = a.chain.close(appendBody(buf, &r), start)
+		default:
 			r := recordFromOutcome(it.out)
 			a.redact.outcome(&r)
 			it.subject = EventSubject(r.EventID)
