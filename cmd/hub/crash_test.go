@@ -204,7 +204,7 @@ func TestCrashWithAuditTrail(t *testing.T) {
 		case audit.KindEvent:
 			eventRecs[r.EventID] = true
 		case dispatch.KindDelivered:
-			delivered[r.DeliveryID] = true
+			delivered[r.ResolvedDeliveryID()] = true
 		case audit.KindChainRepaired:
 			repairs++
 		}

@@ -71,15 +71,18 @@ type Outcome struct {
 	EventID      string
 	EventType    string
 	DeliveryID   string
-	Recipient    string
-	Attempt      int
-	Duration     time.Duration
-	Err          error
-	Permanent    bool
-	RetryIn      time.Duration
-	Result       hub.Outcome // what the far side answered
-	Reason       string
-	DLQID        uint64
+	// DerivedID: DeliveryID is hub.DeliveryID(EventID, Subscription,
+	// Recipient), so a record can leave it out and a reader derive it.
+	DerivedID bool
+	Recipient string
+	Attempt   int
+	Duration  time.Duration
+	Err       error
+	Permanent bool
+	RetryIn   time.Duration
+	Result    hub.Outcome // what the far side answered
+	Reason    string
+	DLQID     uint64
 }
 
 // Observer receives outcomes (metrics, audit, tests). It must not block.
@@ -521,7 +524,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	for _, t := range targets {
 		t.id = hub.DeliveryID(ev.ID, t.route.Sub.ID, t.recipient)
 		o := Outcome{Kind: KindRouted, At: now, Channel: d.channel, Subscription: t.route.Sub.ID, EventID: ev.ID,
-			EventType: ev.Type, DeliveryID: t.id, Recipient: t.recipient}
+			EventType: ev.Type, DeliveryID: t.id, DerivedID: true, Recipient: t.recipient}
 		if t.renderErr != nil {
 			o.Kind, o.Permanent, o.Err, o.Reason = KindFailed, true, t.renderErr, "render: "+t.renderErr.Error()
 		}
@@ -557,7 +560,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	// new and small, and an observer's frames would grow every one.
 	for _, t := range targets {
 		if t.del != nil {
-			d.report(t.del, t.err, t.took, 1, t.at)
+			d.report(t.del, t.err, t.took, 1, t.at, true)
 		}
 	}
 	d.settleMsg(stopKeepAlive, d.splitFailed(ctx, msg, ev, targets, now))
@@ -764,10 +767,10 @@ func (d *Dispatcher) sendHeld(ctx context.Context, del *hub.Delivery) (err error
 	return d.ch.Send(ctx, del), 0
 }
 
-func (d *Dispatcher) report(del *hub.Delivery, err error, took time.Duration, attempt int, at time.Time) {
+func (d *Dispatcher) report(del *hub.Delivery, err error, took time.Duration, attempt int, at time.Time, derivedID bool) {
 	o := Outcome{
 		Kind: KindDelivered, At: at, Channel: d.channel, Subscription: del.Subscription.ID, EventID: del.Event.ID,
-		EventType: del.Event.Type, DeliveryID: del.ID, Recipient: del.Recipient, Attempt: attempt, Duration: took,
+		EventType: del.Event.Type, DeliveryID: del.ID, DerivedID: derivedID, Recipient: del.Recipient, Attempt: attempt, Duration: took,
 		Err: err, Result: del.Outcome,
 	}
 	l := d.log.Debug()
@@ -848,7 +851,9 @@ func (d *Dispatcher) handleRetry(ctx context.Context, msg jetstream.Msg) {
 	}
 	stopKeepAlive := d.keepAlive(msg) // until the message is settled (rewrites, records)
 	err, took := d.send(ctx, del)
-	d.report(del, err, took, attempt, d.now())
+	// Retries carry the id their first attempt derived (a check, not a
+	// trust: the message could come from elsewhere).
+	d.report(del, err, took, attempt, d.now(), del.ID == hub.DeliveryID(ev.ID, r.Sub.ID, rec.Recipient))
 	var act func() error
 	switch {
 	case err == nil:

@@ -3,6 +3,8 @@ package audit_test
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,7 +49,7 @@ func TestEventsFromDispatcher(t *testing.T) {
 			done()
 		})
 	}
-	sink := &noop{}
+	sink := &idSink{}
 	d := dispatch.New("noop", sink, e.js, hub.DefaultDeliveryConfig(),
 		dispatch.WithObserver(a.Observe), dispatch.WithSettle(settle), dispatch.WithEventRecorder(a.RecordEvent),
 		dispatch.WithSettleConn(embeddedtest.Connect(t, e.srv)))
@@ -96,6 +98,23 @@ func TestEventsFromDispatcher(t *testing.T) {
 				t.Errorf("attempt of %s recorded before its event", r.EventID)
 			}
 			delivered[r.EventID]++
+			// The standard delivery id is left out of the line and derived
+			// again; it must be the id the channel was given.
+			if r.DeliveryID != "" {
+				t.Errorf("record holds its derived delivery id: %s", line)
+			}
+			if id := r.ResolvedDeliveryID(); !sink.has(id) {
+				t.Errorf("delivery id %s of %s/%s is not one the channel got", id, r.EventID, r.Subscription)
+			}
+		}
+	}
+	tr, err := audit.Trace(ctx, e.js, "ord-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range tr.Timeline {
+		if r.Kind == dispatch.KindDelivered && !sink.has(r.DeliveryID) {
+			t.Errorf("trace: delivery id %q is not one the channel got", r.DeliveryID)
 		}
 	}
 	for _, id := range []string{"ord-1", "usr-1", "ord-2"} {
@@ -106,7 +125,7 @@ func TestEventsFromDispatcher(t *testing.T) {
 	if delivered["ord-1"] != 2 || delivered["ord-2"] != 2 || delivered["usr-1"] != 0 {
 		t.Errorf("delivered records %v, want 2 for each order event", delivered)
 	}
-	if got := sink.n.Load(); got != 4 {
+	if got := sink.count(); got != 4 {
 		t.Errorf("%d deliveries, want 4", got)
 	}
 	// The acks went out on the settle connection, and they count.
@@ -124,6 +143,31 @@ func TestEventsFromDispatcher(t *testing.T) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// idSink is a channel that remembers the delivery ids it was given.
+type idSink struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (c *idSink) Send(_ context.Context, d *hub.Delivery) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ids = append(c.ids, d.ID)
+	return nil
+}
+
+func (c *idSink) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.ids)
+}
+
+func (c *idSink) has(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Contains(c.ids, id)
 }
 
 // Settle's step runs once the records before it are stored, and at once

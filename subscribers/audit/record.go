@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/dispatch"
 )
 
@@ -68,12 +69,18 @@ type Record struct {
 
 // recordFromOutcome copies what the trail keeps of a dispatcher outcome.
 // The event type is left out: the event's own record holds it, and a trace
-// fills it in (it was about a tenth of every attempt record).
+// fills it in (it was about a tenth of every attempt record). So is a
+// delivery id derived from the event, subscription and recipient (another
+// sixth): ResolvedDeliveryID derives it again. The caller puts it back
+// if it redacts the recipient.
 func recordFromOutcome(o dispatch.Outcome) Record {
 	r := Record{
 		Kind: o.Kind, At: o.At, EventID: o.EventID, Channel: o.Channel,
-		Subscription: o.Subscription, DeliveryID: o.DeliveryID, Recipient: o.Recipient, Attempt: o.Attempt,
+		Subscription: o.Subscription, Recipient: o.Recipient, Attempt: o.Attempt,
 		Status: o.Result.Status, Permanent: o.Permanent, Reason: o.Reason, Response: o.Result.Response, DLQID: o.DLQID,
+	}
+	if !o.DerivedID || o.EventID == "" || o.Subscription == "" {
+		r.DeliveryID = o.DeliveryID
 	}
 	if o.Duration > 0 {
 		r.LatencyMS = float64(o.Duration.Microseconds()) / 1000
@@ -89,6 +96,20 @@ func recordFromOutcome(o dispatch.Outcome) Record {
 	}
 	r.Reason = truncate(r.Reason)
 	return r
+}
+
+// ResolvedDeliveryID is the record's delivery id: its delivery_id, or,
+// for an attempt record that leaves it out because it is the standard id
+// of (event, subscription, recipient), that id.
+func (r *Record) ResolvedDeliveryID() string {
+	if r.DeliveryID != "" || r.EventID == "" || r.Subscription == "" {
+		return r.DeliveryID
+	}
+	switch r.Kind {
+	case dispatch.KindDelivered, dispatch.KindFailed, dispatch.KindDeferred, dispatch.KindRouted:
+		return hub.DeliveryID(r.EventID, r.Subscription, r.Recipient)
+	}
+	return ""
 }
 
 const maxTextLen = 1024

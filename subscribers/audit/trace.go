@@ -128,6 +128,9 @@ func Trace(ctx context.Context, js jetstream.JetStream, eventID string, opts ...
 	}
 	recs = dedup(recs)
 	sort.SliceStable(recs, func(i, j int) bool { return recs[i].At.Before(recs[j].At) })
+	for i := range recs {
+		recs[i].DeliveryID = recs[i].ResolvedDeliveryID() // attempt records leave a derived one out
+	}
 	tr := &EventTrace{EventID: eventID, Timeline: recs, Summary: summarize(recs), Unverified: bad}
 	if ev, ok := firstKind(recs, KindEvent); ok {
 		tr.Event = ev.Event

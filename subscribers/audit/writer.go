@@ -140,6 +140,9 @@ func (a *Auditor) writeChunk(chunk []item) {
 		default:
 			r := recordFromOutcome(it.out)
 			a.redact.outcome(&r)
+			if r.Recipient != it.out.Recipient {
+				r.DeliveryID = it.out.DeliveryID // it can no longer be derived
+			}
 			it.subject = EventSubject(r.EventID)
 			var start int
 			buf, start = a.chain.open(buf)
