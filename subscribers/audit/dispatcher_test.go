@@ -143,6 +143,43 @@ func TestEventsFromDispatcher(t *testing.T) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+
+	// A DELIVERIES message whose delivery id is not the derived one (not
+	// one the hub writes, but one anything can publish) keeps its id in
+	// the record: nothing could derive it again.
+	rec := dispatch.Record{DeliveryID: "dlv_foreign", EventID: "ord-1", EventType: "order.created", Channel: "noop",
+		Subscription: "s1", Event: []byte(`{"specversion":"1.0","id":"ord-1","source":"test","type":"order.created","data":{"n":1}}`)}
+	m, err := dispatch.NewDeliveryMsg(rec, dispatch.Retry{Attempts: 1, Wait: -1}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	for !sink.has("dlv_foreign") {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the foreign delivery was not sent")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// The record is queued just after the send returns: poll.
+	for {
+		if err := a.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(readLines(t, cfg.File), func(line []byte) bool {
+			r := decode(t, line)
+			return r.Kind == dispatch.KindDelivered && r.DeliveryID == "dlv_foreign"
+		}) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("no delivered record keeps the foreign delivery id")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // idSink is a channel that remembers the delivery ids it was given.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hubproject/hub/config"
 	"github.com/hubproject/hub/hub"
+	"github.com/hubproject/hub/hub/dispatch"
 	"github.com/hubproject/hub/hub/dlq"
 	"github.com/hubproject/hub/hub/hubtest"
 	"github.com/hubproject/hub/hub/node"
@@ -148,8 +149,26 @@ func TestEndToEndMixedOutcomes(t *testing.T) {
 	if tr.Timeline[0].Kind != audit.KindEvent || tr.Summary["flaky"].Attempts != 3 || tr.Summary["broken"].DLQID != dead[0].ID {
 		t.Errorf("trace %+v", tr)
 	}
+	// Attempt records leave their standard delivery id out; the trace
+	// derives it again, and it must be the id the channel was given, on
+	// first attempts, retries and the replay alike.
+	for _, r := range tr.Timeline {
+		if r.Attempt == 0 || (r.Kind != dispatch.KindDelivered && r.Kind != dispatch.KindFailed) {
+			continue
+		}
+		if !slices.ContainsFunc(capture.Attempts(r.DeliveryID), func(c hubtest.Captured) bool {
+			return c.Subscription == r.Subscription && c.Attempt == r.Attempt
+		}) {
+			t.Errorf("%s %s#%d: delivery id %q is not one the channel was given", r.Subscription, r.Kind, r.Attempt, r.DeliveryID)
+		}
+	}
 	stop()
 	closeAuditor(t, aud)
+	for _, line := range readLines(t, acfg.File) {
+		if r := decode(t, line); (r.Kind == dispatch.KindDelivered || r.Kind == dispatch.KindFailed) && r.DeliveryID != "" {
+			t.Errorf("attempt record holds its derived delivery id: %s", line)
+		}
+	}
 	rep, err := audit.VerifyFile(acfg.File)
 	if err != nil || !rep.OK() {
 		t.Fatalf("verify %+v %v", rep, err)
