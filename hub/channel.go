@@ -34,7 +34,10 @@ type Gate interface {
 }
 
 // Delivery is one attempt to deliver one event to one recipient of one
-// subscription.
+// subscription. A channel fills in Outcome and treats the rest as
+// read-only: EventJSON is the stored message's own buffer, which the
+// audit trail may be reading at the same time, and the attempt record
+// names the ID and Recipient the dispatcher set.
 type Delivery struct {
 	// ID is stable across retries and replays of the same (event,
 	// subscription, recipient): receivers dedup on it (webhook-id,

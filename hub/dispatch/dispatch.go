@@ -560,7 +560,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, msg jetstream.Msg) {
 	// new and small, and an observer's frames would grow every one.
 	for _, t := range targets {
 		if t.del != nil {
-			d.report(t.del, t.err, t.took, 1, t.at, true)
+			d.report(t.del, t.err, t.took, 1, t.at, t.del.ID == t.id && t.del.Recipient == t.recipient)
 		}
 	}
 	d.settleMsg(stopKeepAlive, d.splitFailed(ctx, msg, ev, targets, now))
@@ -853,7 +853,7 @@ func (d *Dispatcher) handleRetry(ctx context.Context, msg jetstream.Msg) {
 	err, took := d.send(ctx, del)
 	// Retries carry the id their first attempt derived (a check, not a
 	// trust: the message could come from elsewhere).
-	d.report(del, err, took, attempt, d.now(), del.ID == hub.DeliveryID(ev.ID, r.Sub.ID, rec.Recipient))
+	d.report(del, err, took, attempt, d.now(), del.ID == hub.DeliveryID(ev.ID, r.Sub.ID, del.Recipient))
 	var act func() error
 	switch {
 	case err == nil:

@@ -19,6 +19,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/hubproject/hub/hub"
 	"github.com/hubproject/hub/hub/dispatch"
 )
 
@@ -96,6 +97,42 @@ func FuzzAppendString(f *testing.F) {
 			t.Fatal("raw newline")
 		}
 	})
+}
+
+// A derived delivery id is left out only when a reader of the line can
+// derive it again: not for an id the dispatcher did not derive, and not
+// from text the line cannot hold as it is (invalid UTF-8 becomes U+FFFD).
+func TestDerivedDeliveryIDRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		o         dispatch.Outcome
+		wantInRec bool
+	}{
+		{"derived", dispatch.Outcome{EventID: "ord-1", Subscription: "crm", Recipient: "ann@example.com", DerivedID: true}, false},
+		{"not derived", dispatch.Outcome{EventID: "ord-1", Subscription: "crm", Recipient: "ann@example.com", DeliveryID: "dlv_other"}, true},
+		{"invalid utf-8 recipient", dispatch.Outcome{EventID: "ord-1", Subscription: "crm", Recipient: "bob\xff@example.com", DerivedID: true}, true},
+		{"invalid utf-8 event id", dispatch.Outcome{EventID: "ord-\xc3", Subscription: "crm", DerivedID: true}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.o
+			o.Kind, o.At, o.Channel, o.Attempt = dispatch.KindDelivered, time.Now(), "email", 1
+			if o.DeliveryID == "" {
+				o.DeliveryID = hub.DeliveryID(o.EventID, o.Subscription, o.Recipient)
+			}
+			r := recordFromOutcome(o)
+			var back Record
+			line := append(appendBody([]byte("{"), &r), '}')
+			if err := json.Unmarshal(line, &back); err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			if got := bytes.Contains(line, []byte(`"delivery_id"`)); got != tc.wantInRec {
+				t.Fatalf("delivery_id in the record: %v, want %v: %s", got, tc.wantInRec, line)
+			}
+			if got := back.ResolvedDeliveryID(); got != o.DeliveryID {
+				t.Fatalf("resolved %q, want %q", got, o.DeliveryID)
+			}
+		})
+	}
 }
 
 func TestBodyRoundTrip(t *testing.T) {

@@ -79,7 +79,10 @@ func recordFromOutcome(o dispatch.Outcome) Record {
 		Subscription: o.Subscription, Recipient: o.Recipient, Attempt: o.Attempt,
 		Status: o.Result.Status, Permanent: o.Permanent, Reason: o.Reason, Response: o.Result.Response, DLQID: o.DLQID,
 	}
-	if !o.DerivedID || o.EventID == "" || o.Subscription == "" {
+	// Derived again from the record's text, so only from valid UTF-8 (the
+	// record replaces anything else with U+FFFD).
+	if !o.DerivedID || o.EventID == "" || o.Subscription == "" ||
+		!utf8.ValidString(o.EventID) || !utf8.ValidString(o.Subscription) || !utf8.ValidString(o.Recipient) {
 		r.DeliveryID = o.DeliveryID
 	}
 	if o.Duration > 0 {
