@@ -510,7 +510,7 @@ func (a *Auditor) eventItem(msg jetstream.Msg, seq uint64, at time.Time, ev *hub
 	subject := EventSubject(r.EventID)
 	var ok bool
 	switch {
-	case isJSON && len(a.redact.paths) == 0 && !bytes.ContainsAny(data, "\r\n"):
+	case isJSON && len(a.redact.paths) == 0 && bytes.IndexByte(data, '\n') < 0 && bytes.IndexByte(data, '\r') < 0:
 		// Valid and already one line, the usual case: the writer encodes
 		// the record around it, with no copy or buffer on this goroutine.
 		return item{subject: subject, event: data, seq: seq,

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,7 +32,7 @@ type queue struct {
 	items   []item
 	spare   []item // the writer's last batch, reused
 	max     int
-	issued  uint64        // ticket of the last item put
+	issued  atomic.Uint64 // ticket of the last item put; written under mu
 	done    uint64        // every ticket up to this one is stored or given up
 	doneCh  chan struct{} // closed when done moves
 	spaceCh chan struct{} // closed when the writer takes items
@@ -62,12 +63,16 @@ func (q *queue) put(it item, wait time.Duration, stop <-chan struct{}) (ticket u
 		}
 		if len(q.items) < q.max {
 			q.items = append(q.items, it)
-			q.issued++
-			t := q.issued
+			t := q.issued.Add(1)
+			first := len(q.items) == 1
 			q.mu.Unlock()
-			select {
-			case q.wake <- struct{}{}:
-			default:
+			// Only the first item can find the writer waiting: with items
+			// queued it takes them after its linger anyway.
+			if first {
+				select {
+				case q.wake <- struct{}{}:
+				default:
+				}
 			}
 			return t, true
 		}
@@ -105,7 +110,7 @@ func (q *queue) take() (batch []item, first uint64, closed bool) {
 	batch = q.items
 	q.items = q.spare[:0]
 	q.spare = nil
-	first = q.issued - uint64(len(batch)) + 1
+	first = q.issued.Load() - uint64(len(batch)) + 1
 	close(q.spaceCh)
 	q.spaceCh = make(chan struct{})
 	return batch, first, q.closed
@@ -167,12 +172,10 @@ func (q *queue) progress() (done uint64, changed <-chan struct{}) {
 	return q.done, q.doneCh
 }
 
-// last is the ticket of the last item put.
-func (q *queue) last() uint64 {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.issued
-}
+// last is the ticket of the last item put. It takes no lock (Settle calls
+// it for every message); an item's ticket is issued after the item is
+// queued, so every ticket up to last is in the queue or done.
+func (q *queue) last() uint64 { return q.issued.Load() }
 
 // len is how many items wait.
 func (q *queue) len() int {
