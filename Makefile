@@ -48,7 +48,7 @@ fuzz: ## each fuzz target for longer (default 60s): make fuzz FUZZTIME=5m
 bench: ## benchmarks, benchstat-comparable output
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee bench.txt
 
-bench-audit: ## issue 6's figure: fan-out with the audit trail on vs off (about 5 min)
+bench-audit: ## issue 6's figure: fan-out with the audit trail on vs off (about 2 min)
 	./scripts/bench-audit.sh
 
 bench-peers: ## the hub vs raw JetStream and RabbitMQ, plus scale curves; writes docs/peers.md (installs rabbitmq-server if missing)

@@ -108,7 +108,7 @@ func openChainFile(path string) (*chainFile, recovery, error) {
 				return fail(err)
 			}
 		}
-		if li, err := parseLine(tail); tail != nil && err == nil && rec.restart == nil && *li.Seq == rec.chain.seq+1 && canonicalHash(*li.Prev) == string(rec.chain.prevBytes()) {
+		if li, err := parseLine(tail); tail != nil && err == nil && rec.restart == nil && *li.Seq == rec.chain.seq+1 && canonicalHash(*li.Prev) == rec.chain.prevString() {
 			if _, err := f.Write([]byte{'\n'}); err != nil {
 				return fail(err)
 			}

@@ -71,8 +71,8 @@ type Record struct {
 // The event type is left out: the event's own record holds it, and a trace
 // fills it in (it was about a tenth of every attempt record). So is a
 // delivery id derived from the event, subscription and recipient (another
-// sixth): ResolvedDeliveryID derives it again. The caller puts it back
-// if it redacts the recipient.
+// sixth): ResolvedDeliveryID derives it again (outcomeRecord puts it
+// back when it redacts the recipient).
 func recordFromOutcome(o dispatch.Outcome) Record {
 	r := Record{
 		Kind: o.Kind, At: o.At, EventID: o.EventID, Channel: o.Channel,

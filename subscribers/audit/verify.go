@@ -119,7 +119,7 @@ func VerifyFile(path string) (Report, error) {
 			return brk(fmt.Sprintf("seq out of order: expected %d after %d", prev.seq+1, prev.seq))
 		case first && *li.Prev != "":
 			return brk("prev mismatch: the first record of a file must have an empty prev")
-		case canonicalHash(*li.Prev) != string(prev.prevBytes()):
+		case canonicalHash(*li.Prev) != prev.prevString():
 			return brk(fmt.Sprintf("prev mismatch: does not chain to line %d (seq %d)", lineNo-1, prev.seq))
 		}
 		if first {

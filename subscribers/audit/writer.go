@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hubproject/hub/hub/dispatch"
 )
 
 // writeLoop is the writer goroutine: it owns the chain, the file and the
@@ -131,19 +133,15 @@ func (a *Auditor) writeChunk(chunk []item) {
 		case it.body != nil:
 			buf = a.chain.seal(buf, it.body)
 			putBody(it.body)
-		case it.out.Kind == KindEvent:
-			r := Record{Kind: KindEvent, At: it.out.At, EventID: it.out.EventID, EventType: it.out.EventType,
-				StreamSeq: it.seq, Event: it.event}
-			var start int
-			buf, start = a.chain.open(buf)
-			buf = a.chain.close(appendBody(buf, &r), start)
 		default:
-			r := recordFromOutcome(it.out)
-			a.redact.outcome(&r)
-			if r.Recipient != it.out.Recipient {
-				r.DeliveryID = it.out.DeliveryID // it can no longer be derived
+			var r Record
+			if it.out.Kind == KindEvent {
+				r = Record{Kind: KindEvent, At: it.out.At, EventID: it.out.EventID, EventType: it.out.EventType,
+					StreamSeq: it.seq, Event: it.event}
+			} else {
+				r = a.outcomeRecord(it.out)
+				it.subject = EventSubject(r.EventID)
 			}
-			it.subject = EventSubject(r.EventID)
 			var start int
 			buf, start = a.chain.open(buf)
 			buf = a.chain.close(appendBody(buf, &r), start)
@@ -208,6 +206,17 @@ func (a *Auditor) writeChunk(chunk []item) {
 			a.groupBufs = append(a.groupBufs, g.msg.Data[:0])
 		}
 	}
+}
+
+// outcomeRecord is an outcome's record as written: redacted, and with its
+// delivery id back when the recipient it would be derived from is.
+func (a *Auditor) outcomeRecord(o dispatch.Outcome) Record {
+	r := recordFromOutcome(o)
+	a.redact.outcome(&r)
+	if r.Recipient != o.Recipient {
+		r.DeliveryID = o.DeliveryID
+	}
+	return r
 }
 
 // groupBuf returns an empty buffer with room for n bytes.
